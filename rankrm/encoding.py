@@ -1,0 +1,147 @@
+"""The one contract for turning (prompt, response) into model input.
+
+Training, export and serving all call these functions, so a text is tokenised the same
+way everywhere. The choice, documented once:
+
+* With a prompt, the model input is the tokenizer's *pair* encoding
+  ``(prompt, response)``: for BERT-style tokenizers ``[CLS] prompt [SEP] response [SEP]``
+  with token type 0 for the prompt and 1 for the response; decoder tokenizers use their
+  own pair template (usually plain concatenation).
+* Without a prompt (or with an empty one) the response is encoded alone.
+* A chat prompt (a list of ``{"role"/"from", "content"/"value"}`` messages) is rendered
+  to text by :func:`render_messages` first.
+* Over-long input is truncated with the ``longest_first`` strategy from the ``left`` by
+  default: a long prompt loses its oldest turns and keeps the question being answered;
+  the side is configurable and stored in the exported manifest.
+
+Only ``tokenizers`` and ``numpy`` are imported here: the service must not pull torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+TruncationSide = Literal["left", "right"]
+
+# Role names seen in the wild, mapped to one vocabulary.
+_ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+}
+
+
+def normalise_role(role: str) -> str:
+    """Map a message role (``human``, ``gpt``, ``user``...) to user/assistant/system/tool."""
+    try:
+        return _ROLE_ALIASES[role.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown message role {role!r}; expected one of {sorted(_ROLE_ALIASES)}"
+        ) from None
+
+
+def render_messages(messages: Sequence[Mapping[str, str]]) -> str:
+    """Render chat messages as ``role: content`` blocks separated by blank lines.
+
+    Accepts both OpenAI-style ``{"role", "content"}`` and ShareGPT-style
+    ``{"from", "value"}`` messages.
+    """
+    blocks = []
+    for message in messages:
+        role = message.get("role", message.get("from"))
+        content = message.get("content", message.get("value"))
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise ValueError("a chat message needs a string role/from and content/value")
+        blocks.append(f"{normalise_role(role)}: {content}")
+    return "\n\n".join(blocks)
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """How texts become token ids; stored in the exported manifest."""
+
+    max_length: int = 128
+    truncation_side: TruncationSide = "left"
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+        if self.truncation_side not in ("left", "right"):
+            raise ValueError(
+                f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}"
+            )
+
+
+def configure_tokenizer(tokenizer: Tokenizer, spec: EncodingSpec) -> Tokenizer:
+    """Return a copy of ``tokenizer`` with padding cleared and truncation set from ``spec``.
+
+    Padding is left to :func:`pad_batch` so each batch is padded only to its longest text.
+    """
+    configured = Tokenizer.from_str(tokenizer.to_str())
+    configured.no_padding()
+    configured.enable_truncation(
+        spec.max_length, strategy="longest_first", direction=spec.truncation_side
+    )
+    return configured
+
+
+def encode(
+    tokenizer: Tokenizer, prompts: Sequence[str | None], responses: Sequence[str]
+) -> list[Encoding]:
+    """Encode responses, each with its prompt when it has one (see the module docstring)."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts for {len(responses)} responses")
+    inputs: list[str | tuple[str, str]] = [
+        (prompt, response) if prompt else response
+        for prompt, response in zip(prompts, responses, strict=True)
+    ]
+    return tokenizer.encode_batch(inputs)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded model input; every array is ``(N, T)`` int64 with T the longest text."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+
+
+def pad_batch(encodings: Sequence[Encoding], pad_id: int) -> Batch:
+    """Pad encodings to the longest of them (never to a fixed length)."""
+    if not encodings:
+        raise ValueError("cannot pad an empty batch")
+    longest = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), longest), pad_id, dtype=np.int64)  # (N, T)
+    mask = np.zeros((len(encodings), longest), dtype=np.int64)  # (N, T)
+    types = np.zeros((len(encodings), longest), dtype=np.int64)  # (N, T)
+    for row, enc in enumerate(encodings):
+        n = len(enc.ids)
+        ids[row, :n] = enc.ids
+        mask[row, :n] = 1
+        types[row, :n] = enc.type_ids
+    return Batch(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+def pad_token_id(tokenizer: Tokenizer, fallback: int | None = None) -> int:
+    """The id used for padding: the tokenizer's pad token, else ``fallback``."""
+    for token in ("[PAD]", "<pad>", "<|endoftext|>", "</s>"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    if fallback is not None:
+        return fallback
+    raise ValueError("the tokenizer has no padding token and none was given")

