@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """Input layouts (see ``training.data``)."""
 
     auto = "auto"
@@ -33,7 +33,7 @@ class Format(str, Enum):
     rated = "rated"
 
 
-class Loss(str, Enum):
+class Loss(StrEnum):
     """Ranking losses (see ``training.losses``)."""
 
     pairwise = "pairwise"
@@ -41,7 +41,7 @@ class Loss(str, Enum):
     article = "article"
 
 
-class Switch(str, Enum):
+class Switch(StrEnum):
     """auto / on / off."""
 
     auto = "auto"
@@ -49,7 +49,7 @@ class Switch(str, Enum):
     off = "off"
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     """Which end of an over-long input is cut."""
 
     left = "left"
@@ -73,23 +73,33 @@ FormatOpt = Annotated[
 ]
 PromptOpt = Annotated[
     bool,
-    typer.Option("--has-prompt/--no-prompt",
-                 help="tsv: the first column is the prompt.", rich_help_panel=DATA),
+    typer.Option(
+        "--has-prompt/--no-prompt",
+        help="tsv: the first column is the prompt.",
+        rich_help_panel=DATA,
+    ),
 ]
 ListSizeOpt = Annotated[
     int,
-    typer.Option(min=2, help="rated: texts per list (distinct labels, ordered by label).",
-                 rich_help_panel=DATA),
+    typer.Option(
+        min=2,
+        help="rated: texts per list (distinct labels, ordered by label).",
+        rich_help_panel=DATA,
+    ),
 ]
 SkipOpt = Annotated[
     bool,
-    typer.Option("--skip-bad/--strict",
-                 help="Skip malformed lines and report how many, instead of stopping.",
-                 rich_help_panel=DATA),
+    typer.Option(
+        "--skip-bad/--strict",
+        help="Skip malformed lines and report how many, instead of stopping.",
+        rich_help_panel=DATA,
+    ),
 ]
 SeedOpt = Annotated[
-    int, typer.Option(help="Seed for list building, data order and initialisation.",
-                      rich_help_panel=RUN)
+    int,
+    typer.Option(
+        help="Seed for list building, data order and initialisation.", rich_help_panel=RUN
+    ),
 ]
 
 
@@ -109,71 +119,150 @@ def _fail(message: str) -> None:
 @app.command()
 def train(
     train_file: Annotated[Path, typer.Argument(help="Training data file.", show_default=False)],
-    out: Annotated[Path, typer.Option(help="Output folder (best/, last/, metrics, plot).",
-                                      rich_help_panel=RUN)] = Path("runs/rm"),
-    dev: Annotated[Path | None, typer.Option(
-        help="Dev data file for evaluation and model selection.", rich_help_panel=DATA)] = None,
-    dev_fraction: Annotated[float, typer.Option(
-        min=0.0, max=0.5, help="Without --dev: share of the training lists held out as dev.",
-        rich_help_panel=DATA)] = 0.0,
+    out: Annotated[
+        Path, typer.Option(help="Output folder (best/, last/, metrics, plot).", rich_help_panel=RUN)
+    ] = Path("runs/rm"),
+    dev: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dev data file for evaluation and model selection.", rich_help_panel=DATA
+        ),
+    ] = None,
+    dev_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="Without --dev: share of the training lists held out as dev.",
+            rich_help_panel=DATA,
+        ),
+    ] = 0.0,
     format: FormatOpt = Format.auto,
     has_prompt: PromptOpt = False,
     list_size: ListSizeOpt = 5,
-    lists_per_text: Annotated[int, typer.Option(
-        min=1, help="rated: lists anchored on each text (more pairs per epoch).",
-        rich_help_panel=DATA)] = 1,
+    lists_per_text: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="rated: lists anchored on each text (more pairs per epoch).",
+            rich_help_panel=DATA,
+        ),
+    ] = 1,
     skip_bad: SkipOpt = False,
-    backbone: Annotated[Path | None, typer.Option(
-        help="Local Hugging Face model folder. Default: the packaged all-MiniLM-L6-v2.",
-        rich_help_panel=MODEL)] = None,
-    max_length: Annotated[int, typer.Option(
-        min=8, help="Tokens per input (prompt + response).", rich_help_panel=MODEL)] = 128,
-    truncation_side: Annotated[Side, typer.Option(
-        help="Cut over-long inputs from this end (longest-first between prompt and response).",
-        rich_help_panel=MODEL)] = Side.left,
-    loss: Annotated[Loss, typer.Option(
-        help="pairwise: InstructGPT -log sigmoid over all ordered pairs; listwise: "
-        "Plackett-Luce; article: the article's sigmoid-without-log, for reproduction only.",
-        rich_help_panel=OBJECTIVE)] = Loss.pairwise,
-    margin: Annotated[float, typer.Option(
-        help="pairwise: required reward gap between better and worse.",
-        rich_help_panel=OBJECTIVE)] = 0.0,
-    center_coefficient: Annotated[float, typer.Option(
-        min=0.0, help="Weight of the reward-centering term (mean squared reward).",
-        rich_help_panel=OBJECTIVE)] = 0.0,
-    batch_size: Annotated[int, typer.Option(
-        min=1, help="Ranking lists per micro-batch (per process).", rich_help_panel=OPTIM)] = 16,
-    grad_accum: Annotated[int, typer.Option(
-        min=1, help="Micro-batches per optimizer step.", rich_help_panel=OPTIM)] = 1,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.",
-                                      rich_help_panel=OPTIM)] = 5e-5,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.",
-                                                rich_help_panel=OPTIM)] = 0.01,
-    warmup_ratio: Annotated[float, typer.Option(
-        min=0.0, max=0.99, help="Share of steps with linear warmup; then linear decay to 0.",
-        rich_help_panel=OPTIM)] = 0.1,
-    epochs: Annotated[float, typer.Option(help="Passes over the training lists.",
-                                          rich_help_panel=OPTIM)] = 1.0,
-    max_steps: Annotated[int | None, typer.Option(
-        help="Optimizer steps to run; overrides --epochs.", rich_help_panel=OPTIM)] = None,
-    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm.",
-                                                 rich_help_panel=OPTIM)] = 1.0,
-    bf16: Annotated[Switch, typer.Option(
-        help="bf16 autocast: auto uses it where the CPU supports bf16 natively.",
-        rich_help_panel=OPTIM)] = Switch.auto,
+    backbone: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local Hugging Face model folder. Default: the packaged all-MiniLM-L6-v2.",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    max_length: Annotated[
+        int,
+        typer.Option(min=8, help="Tokens per input (prompt + response).", rich_help_panel=MODEL),
+    ] = 128,
+    truncation_side: Annotated[
+        Side,
+        typer.Option(
+            help="Cut over-long inputs from this end (longest-first between prompt and response).",
+            rich_help_panel=MODEL,
+        ),
+    ] = Side.left,
+    loss: Annotated[
+        Loss,
+        typer.Option(
+            help="pairwise: InstructGPT -log sigmoid over all ordered pairs; listwise: "
+            "Plackett-Luce; article: the article's sigmoid-without-log, for reproduction only.",
+            rich_help_panel=OBJECTIVE,
+        ),
+    ] = Loss.pairwise,
+    margin: Annotated[
+        float,
+        typer.Option(
+            help="pairwise: required reward gap between better and worse.",
+            rich_help_panel=OBJECTIVE,
+        ),
+    ] = 0.0,
+    center_coefficient: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of the reward-centering term (mean squared reward).",
+            rich_help_panel=OBJECTIVE,
+        ),
+    ] = 0.0,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Ranking lists per micro-batch (per process).", rich_help_panel=OPTIM
+        ),
+    ] = 16,
+    grad_accum: Annotated[
+        int, typer.Option(min=1, help="Micro-batches per optimizer step.", rich_help_panel=OPTIM)
+    ] = 1,
+    lr: Annotated[
+        float, typer.Option(help="Peak AdamW learning rate.", rich_help_panel=OPTIM)
+    ] = 5e-5,
+    weight_decay: Annotated[
+        float, typer.Option(help="AdamW weight decay.", rich_help_panel=OPTIM)
+    ] = 0.01,
+    warmup_ratio: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="Share of steps with linear warmup; then linear decay to 0.",
+            rich_help_panel=OPTIM,
+        ),
+    ] = 0.1,
+    epochs: Annotated[
+        float, typer.Option(help="Passes over the training lists.", rich_help_panel=OPTIM)
+    ] = 1.0,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(help="Optimizer steps to run; overrides --epochs.", rich_help_panel=OPTIM),
+    ] = None,
+    max_grad_norm: Annotated[
+        float, typer.Option(help="Gradient clipping norm.", rich_help_panel=OPTIM)
+    ] = 1.0,
+    bf16: Annotated[
+        Switch,
+        typer.Option(
+            help="bf16 autocast: auto uses it where the CPU supports bf16 natively.",
+            rich_help_panel=OPTIM,
+        ),
+    ] = Switch.auto,
     seed: SeedOpt = 0,
-    threads: Annotated[int | None, typer.Option(
-        help="torch threads per process (default: torch's choice).", rich_help_panel=RUN)] = None,
-    eval_every: Annotated[int, typer.Option(
-        min=0, help="Evaluate on dev every N optimizer steps (0: only at the end).",
-        rich_help_panel=RUN)] = 100,
-    save_every: Annotated[int, typer.Option(
-        min=1, help="Write a resumable checkpoint (last/) every N steps.",
-        rich_help_panel=RUN)] = 100,
-    resume: Annotated[bool, typer.Option(
-        help="Continue from OUT/last/ (after a crash or kill).", rich_help_panel=RUN)] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.",
-                                           rich_help_panel=RUN)] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="torch threads per process (default: torch's choice).", rich_help_panel=RUN
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Evaluate on dev every N optimizer steps (0: only at the end).",
+            rich_help_panel=RUN,
+        ),
+    ] = 100,
+    save_every: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Write a resumable checkpoint (last/) every N steps.", rich_help_panel=RUN
+        ),
+    ] = 100,
+    eval_batch_size: Annotated[
+        int,
+        typer.Option(min=1, help="Texts per forward pass when evaluating.", rich_help_panel=RUN),
+    ] = 64,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue from OUT/last/ (after a crash or kill).", rich_help_panel=RUN),
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option(help="Show a progress bar.", rich_help_panel=RUN)
+    ] = True,
 ) -> None:
     """Train a reward model from ranking lists (all C(K,2) pairs of a list at once).
 
@@ -187,40 +276,70 @@ def train(
     _quiet_transformers()
     try:
         config = TrainConfig(
-            train_file=train_file, out=out, dev_file=dev, dev_fraction=dev_fraction,
-            format=format.value, has_prompt=has_prompt, list_size=list_size,
-            lists_per_text=lists_per_text, skip_bad=skip_bad, backbone=backbone,
-            max_length=max_length, truncation_side=truncation_side.value, loss=loss.value,
-            margin=margin, center_coefficient=center_coefficient, batch_size=batch_size,
-            grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
-            epochs=epochs, max_steps=max_steps, max_grad_norm=max_grad_norm, bf16=bf16.value,
-            seed=seed, threads=threads, eval_every=eval_every, save_every=save_every,
-            resume=resume, progress=progress,
+            train_file=train_file,
+            out=out,
+            dev_file=dev,
+            dev_fraction=dev_fraction,
+            format=format.value,
+            has_prompt=has_prompt,
+            list_size=list_size,
+            lists_per_text=lists_per_text,
+            skip_bad=skip_bad,
+            backbone=backbone,
+            max_length=max_length,
+            truncation_side=truncation_side.value,
+            loss=loss.value,
+            margin=margin,
+            center_coefficient=center_coefficient,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+            epochs=epochs,
+            max_steps=max_steps,
+            max_grad_norm=max_grad_norm,
+            bf16=bf16.value,
+            seed=seed,
+            threads=threads,
+            eval_every=eval_every,
+            save_every=save_every,
+            eval_batch_size=eval_batch_size,
+            resume=resume,
+            progress=progress,
         )
         result = run(config)
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
-    summary = {"steps": result.steps, "best": str(result.best), "last": str(result.last),
-               "metrics": str(result.metrics_file), "plot": str(result.plot),
-               "best_dev": result.best_metrics}
+    summary = {
+        "steps": result.steps,
+        "best": str(result.best),
+        "last": str(result.last),
+        "metrics": str(result.metrics_file),
+        "plot": str(result.plot),
+        "best_dev": result.best_metrics,
+    }
     typer.echo(json.dumps(summary, indent=2))
 
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (e.g. runs/rm/best).",
-                                               show_default=False)],
-    data_file: Annotated[Path, typer.Argument(help="Data file to evaluate on.",
-                                              show_default=False)],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint folder (e.g. runs/rm/best).", show_default=False)
+    ],
+    data_file: Annotated[
+        Path, typer.Argument(help="Data file to evaluate on.", show_default=False)
+    ],
     format: FormatOpt = Format.auto,
     has_prompt: PromptOpt = False,
     list_size: ListSizeOpt = 5,
     skip_bad: SkipOpt = False,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
-    output: Annotated[Path | None, typer.Option(
-        help="Also write the metrics to this JSON file.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Also write the metrics to this JSON file.")
+    ] = None,
 ) -> None:
     """Pairwise accuracy, exact-order accuracy, Kendall tau, margin and reward statistics."""
     from training.data import DataError, load_lists
@@ -229,14 +348,24 @@ def evaluate(
 
     _quiet_transformers()
     try:
-        data = load_lists(data_file, format.value, has_prompt=has_prompt, list_size=list_size,
-                          seed=seed, skip_bad=skip_bad)
+        data = load_lists(
+            data_file,
+            format.value,
+            has_prompt=has_prompt,
+            list_size=list_size,
+            seed=seed,
+            skip_bad=skip_bad,
+        )
         metrics = evaluate_lists(load_reward_model(checkpoint), data.lists, batch_size)
     except (DataError, ValueError, FileNotFoundError, OSError) as exc:
         _fail(str(exc))
         return
-    report = {"checkpoint": str(checkpoint), "data": str(data_file),
-              "skipped": len(data.skipped), **metrics}
+    report = {
+        "checkpoint": str(checkpoint),
+        "data": str(data_file),
+        "skipped": len(data.skipped),
+        **metrics,
+    }
     text = json.dumps(report, indent=2)
     if output is not None:
         output.write_text(text + "\n")
@@ -245,6 +374,7 @@ def evaluate(
 
 def main() -> None:
     """Entry point of the ``rankrm`` program."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     app()

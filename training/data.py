@@ -146,7 +146,7 @@ def _split_transcripts(chosen: str, rejected: str) -> tuple[str | None, str, str
     limit = min(len(chosen), len(rejected))
     while common < limit and chosen[common] == rejected[common]:
         common += 1
-    cut = chosen.rfind(_HH_MARKER, 0, common - len(_HH_MARKER) + 1)
+    cut = chosen.rfind(_HH_MARKER, 0, common)
     if cut < 0:
         return None, chosen, rejected
     cut += len(_HH_MARKER)
@@ -265,8 +265,10 @@ def detect_format(path: Path) -> DataFormat:
     """Guess the layout of ``path`` from its extension and first records."""
     if path.suffix.lower() in (".json", ".jsonl"):
         for _, record in _json_records(path):
-            if isinstance(record, dict) and "text" in record and not (
-                {"responses", "chosen"} & set(record)
+            if (
+                isinstance(record, dict)
+                and "text" in record
+                and not ({"responses", "chosen"} & set(record))
             ):
                 return "rated"
             return "json"

@@ -12,7 +12,9 @@ from training.data import RankingList
 from training.model import RewardModel
 
 
-def ranking_metrics(lists: Sequence[RankingList], rewards: Sequence[np.ndarray]) -> dict[str, float]:
+def ranking_metrics(
+    lists: Sequence[RankingList], rewards: Sequence[np.ndarray]
+) -> dict[str, float]:
     """Metrics of ``rewards[b]`` (one array per list, aligned with its responses).
 
     * ``pairwise_accuracy``: share of ordered pairs (distinct ranks) scored in that order;

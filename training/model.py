@@ -114,7 +114,9 @@ def load_reward_model(path: Path | str, spec: EncodingSpec | None = None) -> Rew
         raise FileNotFoundError(f"{path}: not a Hugging Face model folder (no config.json)")
     if spec is None:
         stored = path / ENCODING_FILE
-        spec = EncodingSpec(**json.loads(stored.read_text())) if stored.is_file() else EncodingSpec()
+        spec = (
+            EncodingSpec(**json.loads(stored.read_text())) if stored.is_file() else EncodingSpec()
+        )
     hf_tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(hf_tokenizer, "is_fast", False):
         raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed")
@@ -123,14 +125,17 @@ def load_reward_model(path: Path | str, spec: EncodingSpec | None = None) -> Rew
         hf_tokenizer.pad_token = hf_tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     if model.config.num_labels != 1:
-        raise ValueError(f"{path}: a reward model has num_labels=1, this one has "
-                         f"{model.config.num_labels}")
+        raise ValueError(
+            f"{path}: a reward model has num_labels=1, this one has {model.config.num_labels}"
+        )
     model.config.pad_token_id = hf_tokenizer.pad_token_id
     tokenizer = configure_tokenizer(hf_tokenizer.backend_tokenizer, spec)
     return RewardModel(model, hf_tokenizer, tokenizer, spec, int(hf_tokenizer.pad_token_id))
 
 
-def save_checkpoint(reward_model: RewardModel, out: Path, extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    reward_model: RewardModel, out: Path, extra: dict[str, Any] | None = None
+) -> None:
     """Write a Hugging Face folder atomically: build it aside, then swap it in.
 
     ``extra`` files ending in ``.json`` are written as JSON, others with ``torch.save``
@@ -145,8 +150,10 @@ def save_checkpoint(reward_model: RewardModel, out: Path, extra: dict[str, Any] 
     try:
         reward_model.model.save_pretrained(staging, safe_serialization=True)
         reward_model.hf_tokenizer.save_pretrained(staging)
-        spec = {"max_length": reward_model.spec.max_length,
-                "truncation_side": reward_model.spec.truncation_side}
+        spec = {
+            "max_length": reward_model.spec.max_length,
+            "truncation_side": reward_model.spec.truncation_side,
+        }
         (staging / ENCODING_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         for name, payload in (extra or {}).items():
             if name.endswith(".json"):

@@ -126,8 +126,9 @@ def _load_data(config: TrainConfig, world: World) -> tuple[list[RankingList], li
 
 def _report_skipped(result: LoadResult, world: World) -> None:
     if result.skipped and world.is_main:
-        log.warning("skipped %d malformed record(s); first: %s", len(result.skipped),
-                    result.skipped[0])
+        log.warning(
+            "skipped %d malformed record(s); first: %s", len(result.skipped), result.skipped[0]
+        )
 
 
 class Trainer:
@@ -145,8 +146,10 @@ class Trainer:
             raise ValueError(
                 f"{len(self.train_lists)} training lists cannot fill one batch of {global_batch}"
             )
-        self.batches_per_epoch = len(self.train_lists) // global_batch if world.size > 1 else (
-            math.ceil(len(self.train_lists) / config.batch_size)
+        self.batches_per_epoch = (
+            len(self.train_lists) // global_batch
+            if world.size > 1
+            else (math.ceil(len(self.train_lists) / config.batch_size))
         )
         steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accum)
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
@@ -218,8 +221,12 @@ class Trainer:
                 for row, lst in enumerate(lists):
                     ranks[row, : len(lst.ranks)] = torch.tensor(lst.ranks)
                 loss = ranking_loss(
-                    config.loss, rewards, ranks, mask,
-                    margin=config.margin, center_coefficient=config.center_coefficient,
+                    config.loss,
+                    rewards,
+                    ranks,
+                    mask,
+                    margin=config.margin,
+                    center_coefficient=config.center_coefficient,
                 )
                 (loss / config.grad_accum).backward()
             total_loss += loss.item() / config.grad_accum
@@ -230,8 +237,12 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        return {"loss": total_loss, "grad_norm": float(grad_norm), "lists": n_lists,
-                "texts": n_texts}
+        return {
+            "loss": total_loss,
+            "grad_norm": float(grad_norm),
+            "lists": n_lists,
+            "texts": n_texts,
+        }
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
@@ -241,18 +252,28 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             config.save(self.out / "config.json")
             self._trim_metrics()
-        bar = tqdm(total=self.total_steps, initial=self.state.step, unit="step",
-                   disable=not (config.progress and world.is_main), dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            unit="step",
+            disable=not (config.progress and world.is_main),
+            dynamic_ncols=True,
+        )
         started = time.perf_counter()
         while self.state.step < self.total_steps:
             tick = time.perf_counter()
             stats = self.train_step()
             elapsed = time.perf_counter() - tick
             loss = world.mean(stats["loss"])
-            row = {"step": self.state.step, "epoch": self.state.epoch, "loss": loss,
-                   "lr": self.scheduler.get_last_lr()[0], "grad_norm": stats["grad_norm"],
-                   "lists_per_s": stats["lists"] * world.size / elapsed,
-                   "texts_per_s": stats["texts"] * world.size / elapsed}
+            row = {
+                "step": self.state.step,
+                "epoch": self.state.epoch,
+                "loss": loss,
+                "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": stats["grad_norm"],
+                "lists_per_s": stats["lists"] * world.size / elapsed,
+                "texts_per_s": stats["texts"] * world.size / elapsed,
+            }
             self._log(row)
             bar.set_postfix(loss=f"{loss:.4f}", texts_s=f"{row['texts_per_s']:.0f}")
             bar.update(1)
@@ -281,8 +302,11 @@ class Trainer:
             if metrics["pairwise_accuracy"] > self.state.best_accuracy:
                 self.state.best_accuracy = metrics["pairwise_accuracy"]
                 self.state.best_step = self.state.step
-                save_checkpoint(self.rm, self.out / "best",
-                                {"eval_metrics.json": {"step": self.state.step, **metrics}})
+                save_checkpoint(
+                    self.rm,
+                    self.out / "best",
+                    {"eval_metrics.json": {"step": self.state.step, **metrics}},
+                )
         self.world.barrier()
 
     def _save_last(self) -> None:
@@ -292,8 +316,11 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
             }
-            save_checkpoint(self.rm, self.out / "last",
-                            {STATE_FILE: asdict(self.state), OPTIMIZER_FILE: training_state})
+            save_checkpoint(
+                self.rm,
+                self.out / "last",
+                {STATE_FILE: asdict(self.state), OPTIMIZER_FILE: training_state},
+            )
         self.world.barrier()
 
     def _restore(self, folder: Path) -> None:
@@ -321,8 +348,11 @@ class Trainer:
         """On resume, drop lines a killed run logged after its last checkpoint."""
         if not self.metrics_file.exists():
             return
-        rows = [line for line in self.metrics_file.read_text().splitlines()
-                if json.loads(line)["step"] <= self.state.step]
+        rows = [
+            line
+            for line in self.metrics_file.read_text().splitlines()
+            if json.loads(line)["step"] <= self.state.step
+        ]
         self.metrics_file.write_text("".join(row + "\n" for row in rows))
 
     def _finish(self) -> TrainResult:
@@ -348,4 +378,3 @@ def train(config: TrainConfig) -> TrainResult:
         return Trainer(config, world).fit()
     finally:
         close_world(world)
-

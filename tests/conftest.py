@@ -1,0 +1,55 @@
+"""Shared builders: a tiny random BERT backbone with a tiny word-piece tokenizer."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+WORDS = [
+    *("good great fine love best happy nice bad awful hate worst sad poor ugly".split(" ")),
+    *("the a movie film was is it this that and very not plot acting".split(" ")),
+    *("question answer user assistant".split(" ")),
+]
+
+
+def build_tiny_backbone(folder: Path, *, token_types: bool = True) -> Path:
+    """Save a 2-layer, 32-wide BERT (no classifier head) and a word-piece tokenizer."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *pieces]
+    vocab += [f"##{p}" for p in pieces]
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)})
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        type_vocab_size=2 if token_types else 1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-initialised backbone folder, built once per test session."""
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The project's shared labelled data, or a clean skip where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (only in the project's workspace)")
+    return SHARED_DATA

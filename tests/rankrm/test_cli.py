@@ -1,0 +1,104 @@
+"""The command line: help for every option, clean errors, evaluate end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rankrm.cli import app
+from training.config import TrainConfig
+
+runner = CliRunner()
+
+# TrainConfig fields whose CLI names differ from the field name.
+CLI_NAMES = {"train_file": "train_file", "dev_file": "--dev", "format": "--format"}
+
+
+def option_name(field: str) -> str:
+    return CLI_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "train" in result.output and "evaluate" in result.output
+
+
+def test_train_help_explains_every_config_field() -> None:
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    missing = [f for f in TrainConfig.field_names() if option_name(f) not in result.output]
+    assert missing == []
+
+
+def test_evaluate_help() -> None:
+    result = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("checkpoint", "data_file", "--format", "--list-size", "--output"):
+        assert option in result.output
+
+
+def test_malformed_training_file_fails_with_file_and_line(
+    tmp_path: Path, tiny_backbone: Path
+) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"responses": ["a", "b"]}\n{"responses": ["a"]}\n')
+    result = runner.invoke(
+        app, ["train", str(data), "--out", str(tmp_path / "o"), "--backbone", str(tiny_backbone)]
+    )
+    assert result.exit_code == 2
+    assert f"{data}:2: a ranking list needs at least 2 responses" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_reports_metrics(tmp_path: Path, tiny_backbone: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        '{"responses": ["good film", "bad film"]}\n{"prompt": "q", "responses": ["a", "b", "c"]}\n'
+    )
+    report = tmp_path / "m.json"
+    result = runner.invoke(
+        app, ["evaluate", str(tiny_backbone), str(data), "--output", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(report.read_text())
+    assert metrics["lists"] == 2 and metrics["pairs"] == 4
+    for key in (
+        "pairwise_accuracy",
+        "exact_order_accuracy",
+        "kendall_tau",
+        "mean_margin",
+        "reward_mean",
+        "reward_std",
+    ):
+        assert key in metrics
+
+
+def test_evaluate_missing_checkpoint_is_a_clean_error(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"responses": ["a", "b"]}\n')
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), str(data)])
+    assert result.exit_code == 2
+    assert "no config.json" in result.output
+
+
+@pytest.mark.parametrize("module", ["rankrm", "rankrm.cli", "rankrm.encoding"])
+def test_shared_side_never_imports_torch(module: str) -> None:
+    code = f"import sys, {module}; print('torch' in sys.modules or 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_help_runs_without_torch() -> None:
+    code = (
+        "import sys; sys.argv = ['rankrm', 'train', '--help']\n"
+        "from rankrm.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)

@@ -1,0 +1,85 @@
+"""The reward model: one forward pass per batch, dynamic padding, checkpoint round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from rankrm.encoding import EncodingSpec
+from training.data import RankingList
+from training.model import latest_checkpoint, load_reward_model, save_checkpoint
+
+LISTS = [
+    RankingList(
+        "the question", ("good film", "bad", "the worst movie that was not good"), (1, 2, 3)
+    ),
+    RankingList.ordered(None, ["love it", "hate it"]),
+]
+
+
+def test_all_responses_of_a_batch_go_through_one_padded_forward(tiny_backbone: Path) -> None:
+    rm = load_reward_model(tiny_backbone)
+    rm.model.eval()
+    calls: list[tuple[int, ...]] = []
+
+    def hook(_module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        calls.append(tuple(kwargs["input_ids"].shape))
+
+    handle = rm.model.register_forward_pre_hook(hook, with_kwargs=True)
+    with torch.no_grad():
+        rewards, mask = rm.forward_lists(LISTS)
+    handle.remove()
+    longest = max(
+        len(e.ids)
+        for e in rm.tokenizer.encode_batch(
+            [(lst.prompt, r) if lst.prompt else r for lst in LISTS for r in lst.responses]
+        )
+    )
+    assert calls == [(5, longest)]  # 5 texts, padded to the longest of this batch only
+    assert mask.tolist() == [[True, True, True], [True, True, False]]
+    assert rewards[1, 2] == 0
+    alone = rm.score([None], ["hate it"])
+    assert rewards[1, 1].item() == pytest.approx(alone.item(), abs=1e-5)
+
+
+def test_checkpoint_loads_with_from_pretrained_and_gives_same_rewards(
+    tiny_backbone: Path, tmp_path: Path
+) -> None:
+    rm = load_reward_model(tiny_backbone, EncodingSpec(max_length=16, truncation_side="right"))
+    out = tmp_path / "ckpt"
+    save_checkpoint(rm, out, {"eval_metrics.json": {"step": 1}})
+    assert (out / "model.safetensors").is_file()
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
+    assert json.loads((out / "eval_metrics.json").read_text()) == {"step": 1}
+
+    hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert hf.config.num_labels == 1
+    batch = rm.batch(["q", None], ["good film", "bad"])
+    rm.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(**batch).logits, rm.model(**batch).logits)
+
+    again = load_reward_model(out)
+    assert again.spec == EncodingSpec(max_length=16, truncation_side="right")
+    torch.testing.assert_close(again.score(["q"], ["good film"]), rm.score(["q"], ["good film"]))
+
+
+def test_checkpoint_swap_keeps_a_complete_copy(tiny_backbone: Path, tmp_path: Path) -> None:
+    rm = load_reward_model(tiny_backbone)
+    out = tmp_path / "last"
+    save_checkpoint(rm, out)
+    save_checkpoint(rm, out)  # the second write replaces the first as a whole
+    assert latest_checkpoint(out) == out
+    assert [p.name for p in tmp_path.iterdir()] == ["last"]  # no staging or .old left over
+    out.rename(tmp_path / "last.old")  # as if killed between the two renames
+    assert latest_checkpoint(out) == tmp_path / "last.old"
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        load_reward_model(tmp_path)
