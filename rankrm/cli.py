@@ -372,6 +372,105 @@ def evaluate(
     typer.echo(text)
 
 
+class Quantize(StrEnum):
+    """Export precision."""
+
+    none = "none"
+    int8 = "int8"
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint folder (e.g. runs/rm/best).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option(help="Model folder to write (replaced atomically).")] = (
+        Path("models/rm")
+    ),
+    quantize: Annotated[
+        Quantize,
+        typer.Option(
+            help="int8: per-channel int8 weights and per-token int8 activations (batch-invariant); "
+            "refused if it misses the bars on held-out data."
+        ),
+    ] = Quantize.none,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Texts for the checks and the reward offset. Default: the run's training file."
+        ),
+    ] = None,
+    eval_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval",
+            help="Held-out lists for the int8 decision and the card. Default: the run's dev file.",
+        ),
+    ] = None,
+    test_file: Annotated[
+        Path | None, typer.Option("--test", help="Test lists, reported in the card only.")
+    ] = None,
+    format: Annotated[
+        Format | None, typer.Option(help="Layout of the data files. Default: the run's.")
+    ] = None,
+    scale_rewards: Annotated[
+        bool,
+        typer.Option(help="Also divide rewards by their standard deviation on the reference set."),
+    ] = False,
+    optimize: Annotated[
+        bool,
+        typer.Option(
+            help="Fuse the graph with onnxruntime's transformer optimizer where it applies."
+        ),
+    ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Write an int8 model that misses the bars (flagged in manifest and card)."
+        ),
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Model name. Default: the folder name.")] = None,
+    seed: SeedOpt = 0,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads.")] = None,
+) -> None:
+    """Export a checkpoint to ONNX with its tokenizer, manifest and model card, checked
+    against torch (parity, batch invariance, loading without torch) before it is written."""
+    from training.data import DataError
+    from training.export import ExportConfig, ExportError, export_model
+    from training.export_checks import ExportCheckError
+
+    _quiet_transformers()
+    config = ExportConfig(
+        checkpoint=checkpoint,
+        out=out,
+        quantize=quantize.value,
+        reference=reference,
+        eval_file=eval_file,
+        test_file=test_file,
+        format=format.value if format else None,
+        scale_rewards=scale_rewards,
+        optimize=optimize,
+        force=force,
+        name=name,
+        seed=seed,
+        threads=threads,
+    )
+    try:
+        report = export_model(config)
+    except (DataError, ExportError, ExportCheckError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    summary = {
+        "folder": str(report.folder),
+        "files": report.manifest.files,
+        "quantization": report.manifest.quantization,
+        "checks": report.manifest.checks,
+        "evaluation": report.manifest.evaluation,
+        "timings_s": report.timings,
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
 def main() -> None:
     """Entry point of the ``rankrm`` program."""
     logging.basicConfig(

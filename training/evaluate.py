@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import kendalltau
 
-from training.data import RankingList
+from training.data import RankingList, RatedText
 from training.model import RewardModel
 
 
@@ -72,3 +72,34 @@ def evaluate_lists(
 ) -> dict[str, float]:
     """Score ``lists`` and return :func:`ranking_metrics`."""
     return ranking_metrics(lists, score_lists(reward_model, lists, batch_size))
+
+
+def rated_pair_metrics(texts: Sequence[RatedText], rewards: np.ndarray) -> dict[str, float]:
+    """Accuracy over *all* pairs of texts with different labels (same prompt), and over the
+    polar pairs: the two lowest labels against the two highest (when there are 4 or more).
+    For SST-5 the polar pairs are negative (0-1) against positive (3-4)."""
+    labels = np.array([t.score for t in texts])
+    prompts = np.array([t.prompt or "" for t in texts], dtype=object)
+    distinct = np.unique(labels)
+    polar_labels = len(distinct) >= 4
+    low, high = distinct[:2], distinct[-2:]
+    correct = total = polar_correct = polar_total = 0
+    for prompt in np.unique(prompts):
+        rows = prompts == prompt
+        lab, rew = labels[rows], rewards[rows]
+        better = lab[:, None] > lab[None, :]  # (n, n)
+        right = (rew[:, None] - rew[None, :]) > 0  # (n, n)
+        correct += int((better & right).sum())
+        total += int(better.sum())
+        if polar_labels:
+            polar = better & np.isin(lab, high)[:, None] & np.isin(lab, low)[None, :]
+            polar_correct += int((polar & right).sum())
+            polar_total += int(polar.sum())
+    out = {
+        "all_pairs_accuracy": correct / total if total else float("nan"),
+        "all_pairs": float(total),
+    }
+    if polar_total:
+        out["polar_pairs_accuracy"] = polar_correct / polar_total
+        out["polar_pairs"] = float(polar_total)
+    return out

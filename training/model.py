@@ -9,7 +9,6 @@ so TRL, OpenRLHF and RewardBench can use it as it is.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from rankrm.encoding import EncodingSpec, configure_tokenizer, encode, pad_batch
 from training.data import RankingList
+from training.fsutil import swap_in
 
 ENCODING_FILE = "rankrm_encoding.json"
 
@@ -160,13 +160,7 @@ def save_checkpoint(
                 (staging / name).write_text(json.dumps(payload, indent=2) + "\n")
             else:
                 torch.save(payload, staging / name)
-        _fsync_tree(staging)
-        old = out.with_name(out.name + ".old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -178,10 +172,3 @@ def latest_checkpoint(out: Path) -> Path | None:
         if (candidate / "config.json").is_file():
             return candidate
     return None
-
-
-def _fsync_tree(folder: Path) -> None:
-    for file in folder.rglob("*"):
-        if file.is_file():
-            with file.open("rb") as handle:
-                os.fsync(handle.fileno())

@@ -1,0 +1,126 @@
+"""``manifest.json``: the contract between an exported model folder and the service.
+
+An exported folder holds ``model.onnx``, ``tokenizer.json``, ``manifest.json`` and a
+``README.md`` model card. The manifest says how to turn text into the ONNX inputs (the
+encoding), how to read the output (normalisation), what the file is (backbone, pooling,
+quantisation, checksums) and how good it is (evaluation figures). Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankrm.encoding import EncodingSpec
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class ManifestError(ValueError):
+    """A model folder that is missing, incomplete, corrupt or of an unknown version."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """``reward = (raw - offset) / scale``; computed on a reference set at export."""
+
+    offset: float = 0.0
+    scale: float = 1.0
+    reference: str | None = None
+    reference_texts: int = 0
+
+    def apply(self, raw: float) -> float:
+        """The normalised reward of one raw model output."""
+        return (raw - self.offset) / self.scale
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the service needs to know about an exported model."""
+
+    name: str
+    backbone: dict[str, Any]
+    max_length: int
+    truncation_side: str
+    inputs: list[dict[str, str]]
+    output: dict[str, str]
+    pad_token_id: int
+    pooling: str
+    normalization: Normalization
+    quantization: dict[str, Any]
+    files: dict[str, str]
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    template: str = "pair"  # see rankrm.encoding: (prompt, response) pair encoding
+    format_version: int = FORMAT_VERSION
+    created_by: str = ""
+
+    @property
+    def encoding(self) -> EncodingSpec:
+        """The tokenisation settings the model was trained with."""
+        return EncodingSpec(self.max_length, self.truncation_side)  # type: ignore[arg-type]
+
+    @property
+    def input_names(self) -> list[str]:
+        """ONNX input names, in order."""
+        return [spec["name"] for spec in self.inputs]
+
+    def to_json(self) -> str:
+        """Pretty JSON, keys in a stable order."""
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Build from parsed JSON, refusing unknown versions and missing fields."""
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ManifestError(
+                f"manifest format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            )
+        try:
+            norm = Normalization(**data.pop("normalization"))
+            return cls(normalization=norm, **data)
+        except (TypeError, KeyError) as exc:
+            raise ManifestError(f"manifest is incomplete or has unknown fields: {exc}") from exc
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
+    """Read and check ``folder/manifest.json``; with ``verify``, check every file's sha256."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: model folder not found")
+    if not path.is_file():
+        raise ManifestError(f"{path}: not found (is {folder} an exported model folder?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    manifest = Manifest.from_dict(data)
+    for name in (MODEL_FILE, TOKENIZER_FILE):
+        if name not in manifest.files:
+            raise ManifestError(f"{path}: no checksum for {name}")
+    for name, expected in manifest.files.items():
+        file = folder / name
+        if not file.is_file():
+            raise ManifestError(f"{file}: missing (listed in the manifest)")
+        if verify and sha256_file(file) != expected:
+            raise ManifestError(f"{file}: sha256 does not match the manifest (corrupt or replaced)")
+    return manifest

@@ -1,0 +1,117 @@
+"""Score texts with an exported model: onnxruntime and tokenizers only, never torch.
+
+The service's engine and the export checks both use :class:`OnnxRewardModel`, so what
+export verifies is exactly what the service runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from rankrm.encoding import Batch, EncodingSpec, configure_tokenizer, encode, pad_batch
+from rankrm.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, load_manifest
+
+
+def make_session(path: Path, threads: int | None = None, providers: Sequence[str] = ()) -> Any:
+    """An onnxruntime session with all graph optimisations and ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    chosen = list(providers) or ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=chosen)
+
+
+@dataclass
+class OnnxRewardModel:
+    """An ONNX reward model and its tokenizer, loaded for scoring."""
+
+    session: Any
+    tokenizer: Tokenizer
+    input_names: list[str]
+    pad_token_id: int
+    normalization: Normalization
+    manifest: Manifest | None = None
+
+    @classmethod
+    def from_files(
+        cls,
+        model_path: Path,
+        tokenizer: Tokenizer,
+        spec: EncodingSpec,
+        input_names: list[str],
+        pad_token_id: int,
+        threads: int | None = None,
+    ) -> OnnxRewardModel:
+        """A model file without a manifest (used by export before the manifest exists)."""
+        session = make_session(model_path, threads)
+        configured = configure_tokenizer(tokenizer, spec)
+        return cls(session, configured, input_names, pad_token_id, Normalization())
+
+    @classmethod
+    def load(
+        cls,
+        folder: Path | str,
+        *,
+        threads: int | None = None,
+        providers: Sequence[str] = (),
+        verify: bool = True,
+    ) -> OnnxRewardModel:
+        """Load ``folder`` (manifest checked, checksums verified unless ``verify`` is off)."""
+        folder = Path(folder)
+        manifest = load_manifest(folder, verify=verify)
+        raw = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        tokenizer = configure_tokenizer(raw, manifest.encoding)
+        session = make_session(folder / MODEL_FILE, threads, providers)
+        return cls(
+            session,
+            tokenizer,
+            manifest.input_names,
+            manifest.pad_token_id,
+            manifest.normalization,
+            manifest,
+        )
+
+    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Encoding]:
+        """Token ids of each input (the shared contract in ``rankrm.encoding``)."""
+        return encode(self.tokenizer, prompts, responses)
+
+    def run(self, batch: Batch) -> np.ndarray:
+        """Raw rewards ``(N,)`` float32 of one padded batch."""
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        feed = {name: arrays[name] for name in self.input_names}
+        (rewards,) = self.session.run(None, feed)
+        return np.asarray(rewards, dtype=np.float32).reshape(-1)
+
+    def run_encodings(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        """Raw rewards of already-encoded inputs, padded together as one batch."""
+        return self.run(pad_batch(encodings, self.pad_token_id))
+
+    def raw_scores(
+        self, prompts: Sequence[str | None], responses: Sequence[str], batch_size: int = 32
+    ) -> np.ndarray:
+        """Raw rewards ``(N,)`` in input order; batches group inputs of similar length."""
+        encodings = self.encode(prompts, responses)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        out = np.empty(len(encodings), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self.run_encodings([encodings[i] for i in idx])
+        return out
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        """Apply the manifest's normalisation (offset and scale)."""
+        norm = self.normalization
+        return (raw - norm.offset) / norm.scale

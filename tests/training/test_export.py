@@ -1,0 +1,220 @@
+"""Export: every architecture family, the checks, int8, normalisation, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from rankrm.manifest import load_manifest
+from rankrm.runtime import OnnxRewardModel
+from tests.conftest import build_tiny_backbone
+from tests.training.test_train import config as train_config
+from tests.training.test_train import separable_lists
+from training import export as export_module
+from training.data import load_lists
+from training.export import ExportConfig, ExportError, export_model
+from training.export_checks import ExportCheckError
+from training.model import load_reward_model, save_checkpoint
+from training.train import train
+
+
+def texts_file(path: Path) -> Path:
+    """Ranking lists with and without prompts, of very different lengths."""
+    rows = [
+        {"prompt": "the question", "responses": ["good film", "bad"]},
+        {"responses": ["a very long " + "movie was good and the plot " * 12, "sad", "ugly"]},
+        {"prompt": "q " * 40, "responses": ["love it", "hate it"]},
+        *({"responses": [f"nice {w}", f"poor {w}"]} for w in ("film", "plot", "acting", "it")),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def checkpoint_of(backbone: Path, out: Path) -> Path:
+    save_checkpoint(load_reward_model(backbone), out)
+    return out
+
+
+def architectures(tmp: Path) -> dict[str, Path]:
+    """Tiny random-initialised RoBERTa, DeBERTa-v2 and Llama sharing the tiny tokenizer."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DebertaV2Config,
+        LlamaConfig,
+        RobertaConfig,
+    )
+
+    bert = checkpoint_of(build_tiny_backbone(tmp / "bert-backbone"), tmp / "bert")
+    vocab = Tokenizer.from_file(str(bert / "tokenizer.json")).get_vocab_size()
+    small: dict[str, Any] = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=160,
+        pad_token_id=0,
+    )
+    configs = {
+        "roberta": RobertaConfig(**small, type_vocab_size=1),
+        "deberta-v2": DebertaV2Config(
+            **small, type_vocab_size=0, relative_attention=True, pos_att_type=["p2c", "c2p"]
+        ),
+        "llama": LlamaConfig(**small, num_key_value_heads=2),
+    }
+    folders = {"bert": bert}
+    for name, cfg in configs.items():
+        folder = tmp / name
+        cfg.num_labels = 1
+        AutoModelForSequenceClassification.from_config(cfg).save_pretrained(folder)
+        for file in ("tokenizer.json", "tokenizer_config.json"):
+            (folder / file).write_bytes((bert / file).read_bytes())
+        folders[name] = folder
+    return folders
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return architectures(tmp_path_factory.mktemp("families"))
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2", "llama"])
+def test_each_family_exports_and_matches_torch(
+    families: dict[str, Path], family: str, tmp_path: Path
+) -> None:
+    data = texts_file(tmp_path / "ref.jsonl")
+    out = tmp_path / "model"
+    report = export_model(ExportConfig(checkpoint=families[family], out=out, reference=data))
+    manifest = load_manifest(out)  # checksums verified
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "manifest.json",
+        "model.onnx",
+        "tokenizer.json",
+    ]
+    expected_inputs = ["input_ids", "attention_mask"]
+    if family == "bert":
+        expected_inputs.append("token_type_ids")
+    assert manifest.input_names == expected_inputs
+    assert manifest.pooling == {"llama": "last-non-pad-token", "bert": "cls-pooler"}.get(
+        family, "first-token"
+    )
+    assert report.manifest.checks["parity_max_abs_vs_torch"] <= 1e-4
+    assert report.manifest.checks["batch_invariance_max_abs"] <= 1e-5
+    assert report.manifest.checks["loads_without_torch"] is True
+
+    # What the service will run gives torch's rewards, shifted by the manifest offset.
+    onnx_model = OnnxRewardModel.load(out)
+    rm = load_reward_model(families[family])
+    lists = load_lists(data).lists
+    prompts = [lst.prompt for lst in lists for _ in lst.responses]
+    responses = [r for lst in lists for r in lst.responses]
+    raw = onnx_model.raw_scores(prompts, responses, batch_size=4)
+    np.testing.assert_allclose(raw, rm.score(prompts, responses).numpy(), atol=1e-4)
+    normalized = onnx_model.normalize(raw)
+    assert abs(float(normalized.mean())) < 1e-4  # offset = mean over the reference texts
+
+
+def test_tokenizer_is_saved_without_padding_or_truncation(
+    families: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    export_model(ExportConfig(families["bert"], out, reference=texts_file(tmp_path / "r.jsonl")))
+    saved = json.loads((out / "tokenizer.json").read_text())
+    assert saved["padding"] is None and saved["truncation"] is None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained briefly on a separable set, with its run config beside it."""
+    tmp = tmp_path_factory.mktemp("trained")
+    backbone = build_tiny_backbone(tmp / "bb")
+    return train(train_config(tmp, backbone, max_steps=30, eval_every=0)).best
+
+
+def test_int8_export_is_batch_invariant_and_reports_against_fp32(
+    trained: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "int8"
+    test = separable_lists(tmp_path / "test.jsonl", 16, seed=5)
+    report = export_model(ExportConfig(trained, out, quantize="int8", test_file=test))
+    q = report.manifest.quantization
+    assert q["scheme"] == "int8-per-token" and q["meets_bars"] is True
+    assert q["quantized_matmuls"] > 0
+    assert q["batch_invariance_in_std"] <= 1e-3
+    for key in (
+        "speedup",
+        "max_abs_change",
+        "mean_abs_change",
+        "spearman",
+        "pairwise_accuracy_change",
+    ):
+        assert isinstance(q[key], float)
+    evaluation = report.manifest.evaluation
+    assert set(evaluation["test"]) == {"file", "exported", "fp32"}
+    assert evaluation["dev"]["exported"]["pairwise_accuracy"] > 0.9
+    card = (out / "README.md").read_text()
+    assert "Quantisation against fp32" in card and "rankrm train" in card
+
+
+def test_int8_missing_the_bars_is_refused_and_nothing_is_written(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_module, "INT8_MAX_ACCURACY_DROP", -1.0)  # an impossible bar
+    out = tmp_path / "int8"
+    with pytest.raises(ExportCheckError, match="int8 model refused: held-out pairwise accuracy"):
+        export_model(ExportConfig(trained, out, quantize="int8"))
+    assert list(tmp_path.iterdir()) == []  # no model folder, no staging left behind
+
+
+def test_forced_int8_is_written_flagged(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_module, "INT8_MAX_ACCURACY_DROP", -1.0)
+    out = tmp_path / "int8"
+    report = export_model(ExportConfig(trained, out, quantize="int8", force=True))
+    assert report.manifest.quantization["meets_bars"] is False
+    assert "MISSES the bars" in (out / "README.md").read_text()
+
+
+def test_failed_export_keeps_the_previous_model(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "model"
+    export_model(ExportConfig(trained, out))
+    before = (out / "manifest.json").read_text()
+    monkeypatch.setattr(export_module, "PARITY_TOLERANCE", -1.0)
+    with pytest.raises(ExportCheckError, match="ONNX differs from torch"):
+        export_model(ExportConfig(trained, out))
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_scale_option_divides_by_the_reference_std(trained: Path, tmp_path: Path) -> None:
+    report = export_model(ExportConfig(trained, tmp_path / "m", scale_rewards=True))
+    assert report.manifest.normalization.scale > 0
+    assert report.manifest.normalization.scale != 1.0
+
+
+def test_int8_without_held_out_data_is_an_error(families: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="needs held-out lists"):
+        export_model(
+            ExportConfig(
+                families["bert"],
+                tmp_path / "m",
+                quantize="int8",
+                reference=texts_file(tmp_path / "r.jsonl"),
+            )
+        )
+
+
+def test_checkpoint_without_run_needs_a_reference(
+    families: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ExportError, match="pass --reference"):
+        export_model(ExportConfig(families["bert"], tmp_path / "m"))

@@ -1,0 +1,137 @@
+"""The ``README.md`` model card written next to an exported model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rankrm.manifest import Manifest
+
+SANITY = [
+    (None, "This movie was wonderful: moving, funny and beautifully acted."),
+    (None, "A dull, lifeless mess of a film; I wanted my two hours back."),
+]
+
+_METRIC_NAMES = {
+    "pairwise_accuracy": "pairwise accuracy (ordered pairs of lists)",
+    "all_pairs_accuracy": "pairwise accuracy (all pairs of texts with different labels)",
+    "polar_pairs_accuracy": "pairwise accuracy, two lowest labels vs two highest",
+    "exact_order_accuracy": "exact-order accuracy (whole lists)",
+    "kendall_tau": "mean Kendall tau",
+    "mean_margin": "mean margin (better - worse)",
+    "reward_mean": "reward mean",
+    "reward_std": "reward std",
+}
+
+
+def _train_command(run: dict[str, Any]) -> str:
+    if not run:
+        return "(the checkpoint has no run configuration next to it)"
+    from training.config import TrainConfig
+
+    defaults = TrainConfig(train_file=Path(run["train_file"]), out=Path(run["out"])).to_json()
+    skip = {"out", "train_file", "progress", "resume"}
+    args = [f"rankrm train {run['train_file']}"]
+    for key, value in run.items():
+        if key in skip or value == defaults.get(key) or value is None or value is False:
+            continue
+        flag = "--dev" if key == "dev_file" else "--" + key.replace("_", "-")
+        args.append(flag if value is True else f"{flag} {value}")
+    return " \\\n    ".join(args)
+
+
+def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for split in ("dev", "test"):
+        entry = evaluation.get(split)
+        if not entry:
+            continue
+        columns = [c for c in ("exported", "fp32") if c in entry]
+        lines += [
+            f"**{split}** (`{entry['file']}`)",
+            "",
+            "| metric | " + " | ".join(columns) + " |",
+            "| --- |" + " --- |" * len(columns),
+        ]
+        for key, label in _METRIC_NAMES.items():
+            if key in entry[columns[0]]:
+                values = " | ".join(f"{entry[c][key]:.4f}" for c in columns)
+                lines.append(f"| {label} | {values} |")
+        lines.append("")
+    return lines or ["No evaluation data was given to the export.", ""]
+
+
+def write_model_card(folder: Path, manifest: Manifest, run: dict[str, Any], config: Any) -> None:
+    """Write ``folder/README.md`` from the manifest and the training configuration."""
+    from rankrm.runtime import OnnxRewardModel
+
+    model = OnnxRewardModel.load(folder)
+    raw = model.raw_scores([p for p, _ in SANITY], [t for _, t in SANITY])
+    rewards = model.normalize(raw)
+    q = manifest.quantization
+    norm = manifest.normalization
+    lines = [
+        f"# {manifest.name}",
+        "",
+        "A reward model trained by rankrm from human ranking lists (InstructGPT pairwise "
+        "loss over all C(K,2) pairs of each list), exported to ONNX.",
+        "",
+        "## Model",
+        "",
+        f"- backbone: `{manifest.backbone.get('name')}` ({manifest.backbone.get('model_type')}, "
+        f"{manifest.backbone.get('parameters'):,} parameters), pooling `{manifest.pooling}`",
+        f"- input: `(prompt, response)` pair encoding, max {manifest.max_length} tokens, "
+        f"truncated from the {manifest.truncation_side}",
+        f"- weights: {q.get('scheme')} ({q.get('dtype')})",
+        f"- reward normalisation: `(raw - {norm.offset:.4f}) / {norm.scale:.4f}` "
+        f"(mean over {norm.reference_texts} texts of `{norm.reference}`)",
+        "",
+        "## Training",
+        "",
+        f"Data: `{run.get('train_file', 'unknown')}` (dev: `{run.get('dev_file')}`).",
+        "",
+        "```bash",
+        _train_command(run),
+        "```",
+        "",
+        "## Evaluation",
+        "",
+        *_metrics_table(manifest.evaluation),
+    ]
+    if q.get("scheme") != "none":
+        lines += [
+            "## Quantisation against fp32",
+            "",
+            f"Held-out: {q['held_out']}. Speed-up {q['speedup']:.2f}x "
+            f"({q['texts_per_s_fp32']:.0f} -> {q['texts_per_s_int8']:.0f} texts/s at batch 32); "
+            f"reward change max {q['max_change_in_std']:.3f} / mean {q['mean_change_in_std']:.4f} "
+            f"reward std; Spearman {q['spearman']:.5f}; pairwise accuracy "
+            f"{q['pairwise_accuracy_fp32']:.4f} -> {q['pairwise_accuracy_int8']:.4f}; "
+            f"batch invariance {q['batch_invariance_max_abs']:.2e} "
+            f"({'meets' if q['meets_bars'] else 'MISSES'} the bars).",
+            "",
+        ]
+    lines += [
+        "## Sanity check",
+        "",
+        "| text | reward |",
+        "| --- | --- |",
+        *[f"| {t} | {r:+.3f} |" for (_, t), r in zip(SANITY, rewards, strict=True)],
+        "",
+        "## Intended use and limits",
+        "",
+        "- Intended: scoring English responses for RLHF (PPO/GRPO rewards, best-of-n and "
+        "rejection sampling) and ranking texts, through the rankrm service.",
+        "- The reward reflects what the training lists rewarded (for SST-5: positive "
+        "sentiment of movie-review sentences), nothing more: it is not a general quality or "
+        "safety judge. Expect reward hacking if a policy is optimised against it for long.",
+        "- The backbone's vocabulary is English and uncased: other languages (Chinese in "
+        "particular) become mostly unknown tokens.",
+        f"- Inputs beyond {manifest.max_length} tokens are truncated.",
+        "",
+        "## Files",
+        "",
+        *[f"- `{name}`: sha256 `{digest}`" for name, digest in manifest.files.items()],
+        "",
+    ]
+    (folder / "README.md").write_text("\n".join(lines))

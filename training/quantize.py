@@ -1,0 +1,136 @@
+"""Batch-invariant int8: per-channel int8 weights, per-token int8 activations.
+
+Dynamic quantisation in onnxruntime computes one activation scale per *tensor*, i.e. per
+batch, so a text's reward depends on its batch-mates. Static quantisation fixes the scales
+but, measured on SST-5 with MiniLM, costs 0.6 to 3.8 points of pairwise accuracy.
+
+This module rewrites every ``MatMul`` whose second input is a 2-D weight::
+
+    Y = X @ W   ->   s_x = max|X| over the last axis / 127        (one scale per token row)
+                     X_q = round(X / s_x) + 128  as uint8
+                     Y   = float(MatMulInteger(X_q, W_q, 128)) * s_x * s_w
+
+with ``W_q = round(W / s_w)`` int8 and ``s_w`` one scale per output channel. Each row's
+scale depends on that row alone, so a text's reward does not depend on its batch, and
+int8 matrix products run on the CPU's VNNI units. Inputs shared by several MatMuls (Q, K
+and V of one layer) are quantised once.
+
+Large embedding tables (``Gather`` of a 2-D weight with at least 1,000 rows, i.e. the
+vocabulary) are stored as int8 with one scale per row and dequantised after the lookup,
+so only the looked-up rows are touched: the file shrinks about 4x and a row's value still
+depends on its token id alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SCHEME = "int8-per-token"
+_MIN_OUTPUTS = 16  # narrower products (the reward head) stay in float
+_MIN_TABLE_ROWS = 1000  # embedding tables this large are stored as int8
+
+
+def quantize_per_token(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Rewrite ``model`` in place; returns it and the number of MatMuls and tables quantised."""
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    quantized_inputs: dict[str, tuple[str, str]] = {}  # X -> (X_q, s_x)
+    count = 0
+    for node in graph.node:
+        table = weights.get(node.input[0]) if node.op_type == "Gather" else None
+        if table is not None and len(table.dims) == 2 and table.dims[0] >= _MIN_TABLE_ROWS:
+            count += 1
+            nodes.extend(_quantized_lookup(node, table, f"pt{count}", graph))
+            continue
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2 or weight.dims[1] < _MIN_OUTPUTS:
+            nodes.append(node)
+            continue
+        count += 1
+        prefix = f"pt{count}"
+        w = numpy_helper.to_array(weight).astype(np.float32)  # (K, N)
+        w_scale = np.abs(w).max(axis=0) / 127.0  # (N,)
+        w_scale[w_scale == 0] = 1.0
+        w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)  # (K, N)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(w_q, f"{prefix}_w_q"),
+                numpy_helper.from_array(w_scale.astype(np.float32), f"{prefix}_w_scale"),
+            ]
+        )
+        x = node.input[0]
+        if x not in quantized_inputs:
+            nodes.extend(_quantize_rows(x, prefix))
+            quantized_inputs[x] = (f"{prefix}_x_q", f"{prefix}_x_scale")
+        x_q, x_scale = quantized_inputs[x]
+        nodes.extend(
+            [
+                helper.make_node(
+                    "MatMulInteger", [x_q, f"{prefix}_w_q", "pt_zero_point"], [f"{prefix}_acc"]
+                ),
+                helper.make_node(
+                    "Cast", [f"{prefix}_acc"], [f"{prefix}_accf"], to=TensorProto.FLOAT
+                ),
+                helper.make_node("Mul", [f"{prefix}_accf", x_scale], [f"{prefix}_rows"]),
+                helper.make_node("Mul", [f"{prefix}_rows", f"{prefix}_w_scale"], [node.output[0]]),
+            ]
+        )
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(1e-8, np.float32), "pt_eps"),
+            numpy_helper.from_array(np.array(127.0, np.float32), "pt_127"),
+            numpy_helper.from_array(np.array(128.0, np.float32), "pt_128"),
+            numpy_helper.from_array(np.array(128, np.uint8), "pt_zero_point"),
+        ]
+    )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model, count
+
+
+def _quantize_rows(x: str, prefix: str) -> list[onnx.NodeProto]:
+    """Nodes that quantise ``x`` to uint8 with one scale per row (last axis)."""
+    p = prefix
+    return [
+        helper.make_node("Abs", [x], [f"{p}_abs"]),
+        helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_amax"], axes=[-1], keepdims=1),
+        helper.make_node("Max", [f"{p}_amax", "pt_eps"], [f"{p}_amax_safe"]),
+        helper.make_node("Div", [f"{p}_amax_safe", "pt_127"], [f"{p}_x_scale"]),  # (.., 1)
+        helper.make_node("Div", [x, f"{p}_x_scale"], [f"{p}_x_scaled"]),
+        helper.make_node("Round", [f"{p}_x_scaled"], [f"{p}_x_round"]),
+        helper.make_node("Add", [f"{p}_x_round", "pt_128"], [f"{p}_x_shift"]),
+        helper.make_node("Cast", [f"{p}_x_shift"], [f"{p}_x_q"], to=TensorProto.UINT8),
+    ]
+
+
+def _quantized_lookup(
+    node: onnx.NodeProto, table: onnx.TensorProto, prefix: str, graph: onnx.GraphProto
+) -> list[onnx.NodeProto]:
+    """``Gather(table, ids)`` -> int8 rows times their per-row scale."""
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    if axis != 0:
+        return [node]
+    values = numpy_helper.to_array(table).astype(np.float32)  # (V, H)
+    scale = np.abs(values).max(axis=1, keepdims=True) / 127.0  # (V, 1)
+    scale[scale == 0] = 1.0
+    quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)  # (V, H)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(quantized, f"{prefix}_table_q"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{prefix}_table_scale"),
+        ]
+    )
+    ids = node.input[1]
+    return [
+        helper.make_node("Gather", [f"{prefix}_table_q", ids], [f"{prefix}_rows_q"], axis=0),
+        helper.make_node("Cast", [f"{prefix}_rows_q"], [f"{prefix}_rows"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", [f"{prefix}_table_scale", ids], [f"{prefix}_row_scale"], axis=0),
+        helper.make_node("Mul", [f"{prefix}_rows", f"{prefix}_row_scale"], [node.output[0]]),
+    ]
