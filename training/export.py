@@ -300,7 +300,7 @@ class _Exporter:
         report: dict[str, Any] = {
             "scheme": SCHEME,
             "dtype": "int8",
-            "quantized_matmuls": count,
+            "quantized_nodes": count,
             "held_out": f"{len(dev)} lists, {len(dev_texts)} texts",
             "reward_std": reward_std,
             "batch_invariance_max_abs": variation,

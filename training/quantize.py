@@ -33,7 +33,7 @@ _MIN_TABLE_ROWS = 1000  # embedding tables this large are stored as int8
 
 
 def quantize_per_token(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """Rewrite ``model`` in place; returns it and the number of MatMuls and tables quantised."""
+    """Rewrite ``model`` in place; returns it and how many MatMuls and tables it quantised."""
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
     nodes: list[onnx.NodeProto] = []

@@ -102,3 +102,46 @@ def test_help_runs_without_torch() -> None:
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+
+
+def test_export_command_writes_a_model_folder(tmp_path: Path, tiny_backbone: Path) -> None:
+    from tests.training.test_export import checkpoint_of, texts_file
+
+    ckpt = checkpoint_of(tiny_backbone, tmp_path / "ckpt")
+    out = tmp_path / "model"
+    args = [
+        "export",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--reference",
+        str(texts_file(tmp_path / "r.jsonl")),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["checks"]["loads_without_torch"] is True
+    assert (out / "manifest.json").is_file()
+
+
+def test_export_int8_without_held_out_data_fails_cleanly(
+    tmp_path: Path, tiny_backbone: Path
+) -> None:
+    from tests.training.test_export import checkpoint_of, texts_file
+
+    ckpt = checkpoint_of(tiny_backbone, tmp_path / "ckpt")
+    ref = texts_file(tmp_path / "r.jsonl")
+    args = [
+        "export",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "m"),
+        "--reference",
+        str(ref),
+        "--quantize",
+        "int8",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "needs held-out lists" in result.output
+    assert not (tmp_path / "m").exists()

@@ -145,7 +145,7 @@ def test_int8_export_is_batch_invariant_and_reports_against_fp32(
     report = export_model(ExportConfig(trained, out, quantize="int8", test_file=test))
     q = report.manifest.quantization
     assert q["scheme"] == "int8-per-token" and q["meets_bars"] is True
-    assert q["quantized_matmuls"] > 0
+    assert q["quantized_nodes"] > 0
     assert q["batch_invariance_in_std"] <= 1e-3
     for key in (
         "speedup",
