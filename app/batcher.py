@@ -1,0 +1,221 @@
+"""Dynamic batching: one worker owns the model; requests' texts queue up and leave in
+batches bounded by a size, a token budget that counts padding, and a short wait.
+
+* Admission is checked without waiting: texts beyond ``max_queue`` are refused at once
+  (429), so nothing hangs.
+* A batch is anchored on the oldest waiting text (nothing starves) and filled with the
+  texts closest to it in length (little padding), within ``max_batch_size`` and
+  ``max_batch_tokens`` (batch size x longest text).
+* It leaves when full, or ``max_wait_ms`` after its oldest text arrived.
+* Texts whose request is gone (client disconnected, timed out) are dropped before they
+  cost compute; results are never set on a future that was cancelled.
+* The model runs in a worker thread, off the event loop. A failing batch fails its own
+  texts only; the loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tokenizers import Encoding
+
+from app.config import Settings
+from app.engine import Engine
+from app.errors import ErrorKind, ServiceError
+from app.metrics import Metrics
+
+log = logging.getLogger("rankrm.batcher")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One text's raw reward and where its time went."""
+
+    raw: float
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    encoding: Encoding
+    future: asyncio.Future[Scored]
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.encoding.ids)
+
+
+class Batcher:
+    """Queue of texts and the worker task that scores them in batches."""
+
+    def __init__(self, engine: Engine, settings: Settings, metrics: Metrics) -> None:
+        self.engine = engine
+        self.max_batch_size = settings.max_batch_size
+        self.max_batch_tokens = settings.max_batch_tokens
+        self.max_wait_s = settings.max_wait_ms / 1000
+        self.max_queue = settings.max_queue
+        self.metrics = metrics
+        self._pending: list[_Item] = []
+        self._arrival = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankrm-model")
+        self._recent_batch_s = 0.05  # for Retry-After estimates
+        self._busy = False  # a batch is in the model
+        self._closing = False
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the worker task (on the running loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def stop(self, drain_s: float = 30.0) -> None:
+        """Refuse new texts, score those in hand (up to ``drain_s``), then stop the worker."""
+        self._closing = True
+        deadline = time.monotonic() + drain_s
+        while (self._pending or self._busy) and self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(ServiceError(ErrorKind.NOT_READY, "shutting down"))
+        self._pending.clear()
+        self._executor.shutdown(wait=True)
+
+    # ----------------------------------------------------------------- admission
+    @property
+    def queued(self) -> int:
+        """Texts waiting for a batch."""
+        return len(self._pending)
+
+    def submit(self, encodings: list[Encoding]) -> list[asyncio.Future[Scored]]:
+        """Queue texts; raises OVERLOADED at once if they do not fit."""
+        if not self.running or self._closing:
+            raise ServiceError(ErrorKind.NOT_READY, "the model worker is not running")
+        if len(self._pending) + len(encodings) > self.max_queue:
+            batches_ahead = len(self._pending) / self.max_batch_size + 1
+            raise ServiceError(
+                ErrorKind.OVERLOADED,
+                f"queue full ({len(self._pending)} texts waiting, limit {self.max_queue}); "
+                "retry later",
+                retry_after=batches_ahead * self._recent_batch_s,
+            )
+        loop = asyncio.get_running_loop()
+        items = [_Item(encoding, loop.create_future()) for encoding in encodings]
+        self._pending.extend(items)
+        self.metrics.queue_size.set(len(self._pending))
+        self._arrival.set()
+        return [item.future for item in items]
+
+    # ----------------------------------------------------------------- the worker
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_abandoned()
+            if not self._pending:
+                self._arrival.clear()
+                await self._arrival.wait()
+                continue
+            await self._wait_for_mates()
+            batch = self._take_batch()
+            self.metrics.queue_size.set(len(self._pending))
+            if not batch:
+                continue
+            started = time.monotonic()
+            self._busy = True
+            try:
+                raw = await loop.run_in_executor(
+                    self._executor, self.engine.run, [item.encoding for item in batch]
+                )
+                if len(raw) != len(batch):
+                    raise RuntimeError(f"engine returned {len(raw)} rewards for {len(batch)}")
+            except Exception:
+                log.exception("a batch of %d texts failed", len(batch))
+                self.metrics.batch_failures.inc()
+                error = ServiceError(ErrorKind.MODEL_ERROR, "the model failed on this batch")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                continue
+            finally:
+                self._busy = False
+            finished = time.monotonic()
+            self._record(batch, started, finished)
+            for item, value in zip(batch, raw, strict=True):
+                if not item.future.done():  # cancelled while it ran: nobody to tell
+                    item.future.set_result(
+                        Scored(
+                            float(value), started - item.enqueued, finished - started, len(batch)
+                        )
+                    )
+
+    async def _wait_for_mates(self) -> None:
+        """Wait until a batch is full or the oldest text has waited ``max_wait``."""
+        deadline = self._pending[0].enqueued + self.max_wait_s
+        while len(self._pending) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrival.clear()
+            try:
+                await asyncio.wait_for(self._arrival.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _drop_abandoned(self) -> None:
+        before = len(self._pending)
+        self._pending = [item for item in self._pending if not item.future.done()]
+        if len(self._pending) != before:
+            self.metrics.dropped_texts.inc(before - len(self._pending))
+
+    def _take_batch(self) -> list[_Item]:
+        """The oldest text plus the texts nearest to it in length, within both budgets."""
+        self._drop_abandoned()
+        if not self._pending:
+            return []
+        anchor = self._pending[0]
+        rest = sorted(
+            range(1, len(self._pending)),
+            key=lambda i: (abs(self._pending[i].tokens - anchor.tokens), i),
+        )
+        chosen = [0]
+        longest = anchor.tokens
+        for i in rest:
+            if len(chosen) == self.max_batch_size:
+                break
+            width = max(longest, self._pending[i].tokens)
+            if width * (len(chosen) + 1) > self.max_batch_tokens:
+                continue
+            chosen.append(i)
+            longest = width
+        taken = set(chosen)
+        batch = [self._pending[i] for i in sorted(chosen)]
+        self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
+        return batch
+
+    def _record(self, batch: list[_Item], started: float, finished: float) -> None:
+        width = max(item.tokens for item in batch)
+        self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * (finished - started)
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.batch_tokens.observe(width * len(batch))
+        self.metrics.batch_padding.observe(1 - sum(i.tokens for i in batch) / (width * len(batch)))
+        self.metrics.inference_seconds.observe(finished - started)
+        for item in batch:
+            self.metrics.queue_seconds.observe(started - item.enqueued)

@@ -1,0 +1,65 @@
+"""Service settings: environment variables prefixed ``RANKRM_`` and ``rankrm serve`` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Defaults serve ``models/default`` on :8000."""
+
+    model_config = SettingsConfigDict(env_prefix="RANKRM_", extra="ignore")
+
+    # model
+    model_dir: Path = Field(Path("models/default"), description="Exported model folder.")
+    provider: Literal["cpu", "cuda"] = Field(
+        "cpu", description="onnxruntime execution provider (cuda needs onnxruntime-gpu)."
+    )
+    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads.")
+    verify_checksums: bool = Field(True, description="Check the model files' sha256 at start.")
+    # network
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    # batching
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Texts per model call at most.")
+    max_batch_tokens: int = Field(
+        8192, ge=16, description="Tokens per model call at most, padding included."
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest wait for batch-mates after the first text."
+    )
+    max_queue: int = Field(
+        2048, ge=1, description="Texts waiting at most; past it requests get 429 at once."
+    )
+    # limits
+    max_items: int = Field(512, ge=1, description="Texts (or pairs, candidates) per request.")
+    max_text_chars: int = Field(100_000, ge=1, description="Characters per prompt or text.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size limit.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline (504 past it).")
+    # security
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted keys (comma-separated in RANKRM_API_KEYS); empty: no auth.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if any(len(key.get_secret_value()) < 8 for key in self.api_keys):
+            raise ValueError("API keys must be at least 8 characters long")
+        if self.max_batch_tokens < self.max_batch_size:
+            raise ValueError("max_batch_tokens must be at least max_batch_size")
+        if self.max_queue < self.max_items:
+            raise ValueError("max_queue must hold at least one full request (max_items texts)")
+        return self

@@ -1,0 +1,130 @@
+"""The service's one error vocabulary, mapped to HTTP in exactly one place.
+
+::
+
+    ServiceError
+    ├── kind EMPTY_INPUT       400  nothing to score
+    ├── kind INVALID_JSON      400  the body is not JSON
+    ├── kind UNAUTHORIZED      401  missing or wrong API key
+    ├── kind TOO_LARGE         413  body or item count over the limit
+    ├── kind INVALID_REQUEST   422  a field is wrong (the message names it)
+    ├── kind TEXT_TOO_LONG     422  over max_length tokens with truncate=false
+    ├── kind CLIENT_CLOSED     499  the client left before its answer (nobody reads it)
+    ├── kind OVERLOADED        429  the queue is full (Retry-After)
+    ├── kind NOT_READY         503  model not loaded or shutting down
+    ├── kind MODEL_ERROR       503  the model failed on this request's batch (retry)
+    ├── kind TIMEOUT           504  not scored before the request deadline
+    └── kind INTERNAL          500  a model failure (details logged, never returned)
+
+Every error body is ``{"error": <message>, "error_type": <kind>}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("rankrm.service")
+
+
+class ErrorKind(StrEnum):
+    """Closed set of error kinds (the ``error_type`` field)."""
+
+    EMPTY_INPUT = "empty_input"
+    INVALID_JSON = "invalid_json"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    TOO_LARGE = "too_large"
+    INVALID_REQUEST = "invalid_request"
+    TEXT_TOO_LONG = "text_too_long"
+    CLIENT_CLOSED = "client_closed"
+    OVERLOADED = "overloaded"
+    NOT_READY = "not_ready"
+    MODEL_ERROR = "model_error"
+    TIMEOUT = "timeout"
+    INTERNAL = "internal"
+
+
+STATUS = {
+    ErrorKind.EMPTY_INPUT: 400,
+    ErrorKind.INVALID_JSON: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.INVALID_REQUEST: 422,
+    ErrorKind.TEXT_TOO_LONG: 422,
+    ErrorKind.CLIENT_CLOSED: 499,
+    ErrorKind.OVERLOADED: 429,
+    ErrorKind.NOT_READY: 503,
+    ErrorKind.MODEL_ERROR: 503,
+    ErrorKind.TIMEOUT: 504,
+    ErrorKind.INTERNAL: 500,
+}
+
+
+class ServiceError(Exception):
+    """An error with a kind (and so a status) and a message safe to show the client."""
+
+    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+
+def error_response(kind: ErrorKind, message: str, retry_after: float | None = None) -> JSONResponse:
+    """The JSON body and status of an error."""
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+    return JSONResponse(
+        {"error": message, "error_type": kind.value}, status_code=STATUS[kind], headers=headers
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text or "body"
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[ErrorKind, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return ErrorKind.INVALID_JSON, "the request body is not valid JSON"
+    shown = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors[:5]]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return ErrorKind.INVALID_REQUEST, "; ".join(shown) + more
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into the JSON error shape."""
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc.kind, exc.message, exc.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        kind, message = _validation_message(exc)
+        return error_response(kind, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: ErrorKind.NOT_FOUND, 405: ErrorKind.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ErrorKind.INVALID_REQUEST
+        )
+        return error_response(kind, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(ErrorKind.INTERNAL, "internal error (see the service log)")

@@ -1,0 +1,142 @@
+"""Build the application: ``create_app(settings, engine)``. Nothing happens at import."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import ops, routes
+from app.batcher import Batcher
+from app.config import Settings
+from app.engine import Engine, OnnxEngine
+from app.errors import ErrorKind, error_response, install_error_handlers
+from app.metrics import Metrics
+from app.scoring import ServiceState
+from rankrm import __version__
+
+_OPEN = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc"}
+
+
+class BodyLimit:
+    """413 for bodies over ``limit`` bytes, by Content-Length or while streaming in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            ErrorKind.TOO_LARGE, f"request body over the {self.limit}-byte limit"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class JsonBodies:
+    """Read every POST body as JSON, whatever Content-Type says (curl -d sends a form type):
+    all endpoints take JSON, and a wrong header should not turn into a confusing 422."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+class RequestMetrics:
+    """Counts requests by endpoint and status and times them (pure ASGI, no body copies)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording)
+        finally:
+            path = scope["path"]
+            endpoint = path if path in _KNOWN else "other"
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint).observe(time.monotonic() - started)
+
+
+_KNOWN = {"/score", "/compare", "/rank", "/get_reward", "/info", *_OPEN}
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The service. ``engine`` defaults to the ONNX model in ``settings.model_dir``."""
+    settings = settings or Settings()
+    engine = engine or OnnxEngine.from_settings(settings)
+    metrics = Metrics.create()
+    state = ServiceState(settings, engine, Batcher(engine, settings, metrics), metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.batcher.start()
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            await state.batcher.stop()
+
+    app = FastAPI(
+        title="rankrm",
+        version=__version__,
+        summary="Rewards, preferences and rankings from a reward model trained on rankings.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(ops.router)
+    app.add_middleware(JsonBodies)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

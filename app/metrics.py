@@ -1,0 +1,87 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class Metrics:
+    """Every metric the service exports, named per stage."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    request_seconds: Histogram
+    texts: Counter
+    queue_size: Gauge
+    queue_seconds: Histogram
+    inference_seconds: Histogram
+    tokenize_seconds: Histogram
+    batch_size: Histogram
+    batch_tokens: Histogram
+    batch_padding: Histogram
+    batch_failures: Counter
+    dropped_texts: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        """A fresh registry with all metrics registered."""
+        r = CollectorRegistry()
+        return cls(
+            registry=r,
+            requests=Counter(
+                "rankrm_requests",
+                "HTTP requests by endpoint and status",
+                ["endpoint", "status"],
+                registry=r,
+            ),
+            request_seconds=Histogram(
+                "rankrm_request_seconds",
+                "Request latency by endpoint",
+                ["endpoint"],
+                buckets=_LATENCY,
+                registry=r,
+            ),
+            texts=Counter("rankrm_texts", "Texts scored", registry=r),
+            queue_size=Gauge("rankrm_queue_size", "Texts waiting for a batch", registry=r),
+            queue_seconds=Histogram(
+                "rankrm_queue_seconds",
+                "Time a text waited for its batch",
+                buckets=_LATENCY,
+                registry=r,
+            ),
+            inference_seconds=Histogram(
+                "rankrm_inference_seconds", "Model time per batch", buckets=_LATENCY, registry=r
+            ),
+            tokenize_seconds=Histogram(
+                "rankrm_tokenize_seconds", "Tokenisation per request", buckets=_LATENCY, registry=r
+            ),
+            batch_size=Histogram(
+                "rankrm_batch_size", "Texts per batch", buckets=_SIZES, registry=r
+            ),
+            batch_tokens=Histogram(
+                "rankrm_batch_tokens",
+                "Tokens per batch, padding included",
+                buckets=tuple(64 * 2**i for i in range(10)),
+                registry=r,
+            ),
+            batch_padding=Histogram(
+                "rankrm_batch_padding_ratio",
+                "Share of a batch that is padding",
+                buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75),
+                registry=r,
+            ),
+            batch_failures=Counter(
+                "rankrm_batch_failures", "Batches the model failed on", registry=r
+            ),
+            dropped_texts=Counter(
+                "rankrm_dropped_texts",
+                "Texts dropped before scoring because their request was gone",
+                registry=r,
+            ),
+        )

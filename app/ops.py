@@ -1,0 +1,56 @@
+"""Operational endpoints: liveness, readiness, model info, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.errors import ErrorKind, ServiceError
+from app.scoring import ServiceState
+from app.security import require_api_key
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> dict[str, Any]:
+    """Readiness: model loaded and batch worker running (503 otherwise)."""
+    state: ServiceState = request.app.state.service
+    if not (state.ready and state.batcher.running):
+        raise ServiceError(ErrorKind.NOT_READY, "not ready: model loading or shutting down")
+    return {"status": "ready", "model": state.engine.name, "queued": state.batcher.queued}
+
+
+@router.get("/info", dependencies=[Depends(require_api_key)])
+async def info(request: Request) -> dict[str, Any]:
+    """The model's manifest and the service's limits."""
+    state: ServiceState = request.app.state.service
+    s = state.settings
+    limits = {
+        "max_items": s.max_items,
+        "max_text_chars": s.max_text_chars,
+        "max_body_bytes": s.max_body_bytes,
+        "request_timeout_s": s.request_timeout_s,
+        "max_batch_size": s.max_batch_size,
+        "max_batch_tokens": s.max_batch_tokens,
+        "max_wait_ms": s.max_wait_ms,
+        "max_queue": s.max_queue,
+        "max_length_tokens": state.engine.max_length,
+    }
+    return {"model": state.engine.info(), "limits": limits, "auth": bool(s.api_keys)}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    state: ServiceState = request.app.state.service
+    state.metrics.queue_size.set(state.batcher.queued)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,127 @@
+"""The scoring endpoints: /score, /compare, /rank and OpenRLHF's /get_reward."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from app.schemas import (
+    CompareRequest,
+    CompareResponse,
+    Comparison,
+    GetRewardRequest,
+    GetRewardResponse,
+    Ranked,
+    RankRequest,
+    RankResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+from app.scoring import ServiceState, prompt_text, rewards, score
+from app.security import require_api_key, service_state
+
+State = Annotated[ServiceState, Depends(service_state)]
+
+router = APIRouter(tags=["scoring"], dependencies=[Depends(require_api_key)])
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
+@router.post("/score", response_model=ScoreResponse)
+async def score_texts(body: ScoreRequest, request: Request, state: State) -> ScoreResponse:
+    """One reward per text (or per prompt/response item), in order."""
+    if body.texts is not None:
+        prompts: list[str | None] = [None] * len(body.texts)
+        responses = body.texts
+        names = [f"texts[{i}]" for i in range(len(responses))]
+    else:
+        items = body.items or []
+        names = [f"items[{i}]" for i in range(len(items))]
+        prompts = [prompt_text(item.prompt, name) for item, name in zip(items, names, strict=True)]
+        responses = [item.response for item in items]
+    scores = await score(state, request, prompts, responses, names, body.truncate)
+    return ScoreResponse(
+        model=state.engine.name,
+        normalized=not body.raw,
+        rewards=rewards(state, scores.raw, body.raw),
+        usage=scores.usage,
+        timings=scores.timings,
+    )
+
+
+@router.post("/compare", response_model=CompareResponse)
+async def compare(body: CompareRequest, request: Request, state: State) -> CompareResponse:
+    """Both rewards of each pair and P(a preferred to b) = sigmoid(r_a - r_b) (raw rewards:
+    the normalisation offset cancels and the model's own scale is kept)."""
+    prompts: list[str | None] = []
+    responses: list[str] = []
+    names: list[str] = []
+    for i, pair in enumerate(body.pairs):
+        prompt = prompt_text(pair.prompt, f"pairs[{i}]")
+        prompts += [prompt, prompt]
+        responses += [pair.a, pair.b]
+        names += [f"pairs[{i}].a", f"pairs[{i}].b"]
+    scores = await score(state, request, prompts, responses, names, body.truncate)
+    shown = rewards(state, scores.raw, body.raw)
+    results = [
+        Comparison(
+            reward_a=shown[2 * i],
+            reward_b=shown[2 * i + 1],
+            p_a_better=_sigmoid(float(scores.raw[2 * i] - scores.raw[2 * i + 1])),
+        )
+        for i in range(len(body.pairs))
+    ]
+    return CompareResponse(
+        model=state.engine.name,
+        normalized=not body.raw,
+        results=results,
+        usage=scores.usage,
+        timings=scores.timings,
+    )
+
+
+@router.post("/rank", response_model=RankResponse)
+async def rank(body: RankRequest, request: Request, state: State) -> RankResponse:
+    """Candidates ordered best first, with rewards and original indices (best-of-n)."""
+    prompt = prompt_text(body.prompt, "prompt")
+    names = [f"candidates[{i}]" for i in range(len(body.candidates))]
+    scores = await score(
+        state, request, [prompt] * len(body.candidates), body.candidates, names, body.truncate
+    )
+    shown = rewards(state, scores.raw, body.raw)
+    order = sorted(range(len(shown)), key=lambda i: (-shown[i], i))
+    return RankResponse(
+        model=state.engine.name,
+        normalized=not body.raw,
+        ranking=[Ranked(index=i, reward=shown[i]) for i in order],
+        usage=scores.usage,
+        timings=scores.timings,
+    )
+
+
+@router.post("/get_reward", response_model=GetRewardResponse)
+async def get_reward(body: GetRewardRequest, request: Request, state: State) -> GetRewardResponse:
+    """OpenRLHF's remote reward model protocol. Each ``query`` is prompt + response; when
+    ``prompts[i]`` is a prefix of ``query[i]`` the two are split and pair-encoded like in
+    training, otherwise the whole query is scored as one text. Rewards are normalised."""
+    if not body.query:
+        return GetRewardResponse(rewards=[], scores=[], extra_logs={})
+    given = body.prompts or []
+    prompts: list[str | None] = []
+    responses: list[str] = []
+    for i, query in enumerate(body.query):
+        prompt = given[i] if i < len(given) else None
+        if prompt and query.startswith(prompt) and query[len(prompt) :].strip():
+            prompts.append(prompt)
+            responses.append(query[len(prompt) :])
+        else:
+            prompts.append(None)
+            responses.append(query)
+    names = [f"query[{i}]" for i in range(len(responses))]
+    scores = await score(state, request, prompts, responses, names, truncate=True)
+    shown = rewards(state, scores.raw, want_raw=False)
+    return GetRewardResponse(rewards=shown, scores=shown, extra_logs={})

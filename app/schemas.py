@@ -1,0 +1,146 @@
+"""Request and response bodies. Unknown fields are refused (422) so typos do not pass
+silently, except on ``/get_reward`` whose callers send what their framework sends."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+Prompt = StrictStr | list[dict[str, StrictStr]] | None
+
+
+class Strict(BaseModel):
+    """Refuse unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Options(Strict):
+    """Options every scoring endpoint takes."""
+
+    raw: bool = Field(False, description="Return unnormalised rewards (no offset or scale).")
+    truncate: bool = Field(
+        True, description="Truncate over-long input; false rejects it with 422 instead."
+    )
+
+
+class Item(Strict):
+    """A response to a prompt (the prompt may be chat messages)."""
+
+    prompt: Prompt = None
+    response: StrictStr
+
+
+class ScoreRequest(Options):
+    """Either ``texts`` or ``items``."""
+
+    texts: list[StrictStr] | None = None
+    items: list[Item] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ScoreRequest:
+        if (self.texts is None) == (self.items is None):
+            raise ValueError("give exactly one of 'texts' or 'items'")
+        return self
+
+
+class Timings(BaseModel):
+    """Where the request's time went, in milliseconds (queue and inference: worst text)."""
+
+    tokenize_ms: float
+    queue_ms: float
+    inference_ms: float
+    total_ms: float
+
+
+class Usage(BaseModel):
+    """Work done for the request."""
+
+    texts: int
+    tokens: int
+    truncated: int
+
+
+class ScoreResponse(BaseModel):
+    """One reward per input, in input order."""
+
+    model: str
+    normalized: bool
+    rewards: list[float]
+    usage: Usage
+    timings: Timings
+
+
+class Pair(Strict):
+    """Two responses to the same (optional) prompt."""
+
+    prompt: Prompt = None
+    a: StrictStr
+    b: StrictStr
+
+
+class CompareRequest(Options):
+    """Pairs to compare."""
+
+    pairs: list[Pair]
+
+
+class Comparison(BaseModel):
+    """Both rewards and P(a preferred to b) = sigmoid(raw_a - raw_b)."""
+
+    reward_a: float
+    reward_b: float
+    p_a_better: float
+
+
+class CompareResponse(BaseModel):
+    """One comparison per pair, in order."""
+
+    model: str
+    normalized: bool
+    results: list[Comparison]
+    usage: Usage
+    timings: Timings
+
+
+class RankRequest(Options):
+    """Candidates for one prompt (best-of-n, rejection sampling)."""
+
+    prompt: Prompt = None
+    candidates: list[StrictStr]
+
+
+class Ranked(BaseModel):
+    """A candidate in the ranking."""
+
+    index: Annotated[int, Field(description="Position in the request's candidates.")]
+    reward: float
+
+
+class RankResponse(BaseModel):
+    """Candidates best first."""
+
+    model: str
+    normalized: bool
+    ranking: list[Ranked]
+    usage: Usage
+    timings: Timings
+
+
+class GetRewardRequest(BaseModel):
+    """OpenRLHF's remote reward model request: ``query`` holds prompt + response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    query: list[StrictStr]
+    prompts: list[StrictStr] | None = None
+    labels: list[Any] | None = None
+
+
+class GetRewardResponse(BaseModel):
+    """OpenRLHF reads ``rewards`` (and ``scores``, ``extra_logs`` in its agent path)."""
+
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
