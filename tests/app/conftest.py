@@ -1,0 +1,102 @@
+"""A tiny exported model, an engine tests can slow down or break, and real servers on
+loopback (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from tokenizers import Encoding
+
+from app.config import Settings
+from app.engine import OnnxEngine
+from app.main import create_app
+from rankrm.runtime import OnnxRewardModel
+from tests.training.test_export import checkpoint_of, texts_file
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
+    """A tiny model exported by the real export (fp32)."""
+    from training.export import ExportConfig, export_model
+
+    tmp = tmp_path_factory.mktemp("served")
+    ckpt = checkpoint_of(tiny_backbone, tmp / "ckpt")
+    out = tmp / "model"
+    export_model(ExportConfig(ckpt, out, reference=texts_file(tmp / "ref.jsonl")))
+    return out
+
+
+class ControlledEngine(OnnxEngine):
+    """The real engine, plus knobs: a delay per batch, a poison word, a log of batches."""
+
+    def __init__(self, model: OnnxRewardModel) -> None:
+        super().__init__(model)
+        self.delay_s = 0.0
+        self.poison: str | None = None
+        self.batches: list[list[tuple[int, ...]]] = []
+        self.started = threading.Event()
+
+    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        self.batches.append([tuple(e.ids) for e in encodings])
+        self.started.set()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.poison and any(self.poison in e.tokens for e in encodings):
+            raise RuntimeError("poisoned batch")
+        return super().run(encodings)
+
+
+@pytest.fixture
+def engine(model_dir: Path) -> ControlledEngine:
+    return ControlledEngine(OnnxRewardModel.load(model_dir))
+
+
+class Server:
+    """A running service: ``url``, its ``app`` and ``engine``."""
+
+    def __init__(self, url: str, app: Any, engine: ControlledEngine) -> None:
+        self.url = url
+        self.app = app
+        self.engine = engine
+
+
+@contextmanager
+def running(engine: ControlledEngine, **settings: Any) -> Iterator[Server]:
+    """Serve ``engine`` with ``settings`` on a free loopback port until the block ends."""
+    config = Settings(model_dir=Path("unused"), **settings)
+    application = create_app(config, engine)
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield Server(f"http://127.0.0.1:{port}", application, engine)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def server(engine: ControlledEngine) -> Iterator[Server]:
+    with running(engine) as s:
+        yield s
+
+
+def body(data: Any) -> str:
+    return json.dumps(data)

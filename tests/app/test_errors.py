@@ -1,0 +1,195 @@
+"""Every error status, overload, timeout, engine failure, disconnects and API keys."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.conftest import ControlledEngine, Server, running
+
+
+def check_error(response: httpx.Response, status: int, kind: str, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "error_type"}
+    assert body["error_type"] == kind
+    for word in words:
+        assert word in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "kind", "words"),
+    [
+        ("/score", {"texts": []}, 400, "empty_input", ["empty"]),
+        ("/compare", {"pairs": []}, 400, "empty_input", []),
+        ("/rank", {"candidates": []}, 400, "empty_input", []),
+        ("/score", {"texts": ["ok", ""]}, 422, "invalid_request", ["texts[1]: empty text"]),
+        ("/score", {"texts": ["ok", 3]}, 422, "invalid_request", ["texts[1]"]),
+        ("/score", {"texts": ["a"], "items": []}, 422, "invalid_request", ["exactly one"]),
+        ("/score", {}, 422, "invalid_request", ["exactly one"]),
+        ("/score", {"texts": ["a"], "typo": 1}, 422, "invalid_request", ["typo"]),
+        ("/score", {"items": [{"prompt": 5, "response": "x"}]}, 422, "invalid_request",
+         ["items[0].prompt"]),
+        ("/score", {"items": [{"prompt": [{"role": "alien", "content": "x"}], "response": "y"}]},
+         422, "invalid_request", ["items[0]", "alien"]),
+        ("/compare", {"pairs": [{"a": "x"}]}, 422, "invalid_request", ["pairs[0].b"]),
+        ("/get_reward", {"prompts": []}, 422, "invalid_request", ["query"]),
+        ("/score", [1, 2], 422, "invalid_request", []),
+        ("/score", "a string", 422, "invalid_request", []),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_clear_json_error(
+    server: Server, path: str, payload: Any, status: int, kind: str, words: list[str]
+) -> None:
+    check_error(httpx.post(server.url + path, json=payload), status, kind, *words)
+    assert httpx.post(f"{server.url}/score", json={"texts": ["good"]}).status_code == 200
+
+
+def test_invalid_json_is_400(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/score", content=b'{"texts": [', headers={"content-type": "application/json"}
+    )
+    check_error(response, 400, "invalid_json", "not valid JSON")
+
+
+def test_unknown_path_and_method(server: Server) -> None:
+    check_error(httpx.get(f"{server.url}/nope"), 404, "not_found")
+    check_error(httpx.get(f"{server.url}/score"), 405, "method_not_allowed")
+
+
+def test_limits_give_413_and_422(engine: ControlledEngine) -> None:
+    with running(engine, max_items=4, max_text_chars=50, max_body_bytes=2048) as s:
+        check_error(
+            httpx.post(f"{s.url}/score", json={"texts": ["a"] * 5}),
+            413,
+            "too_large",
+            "5 texts",
+            "limit is 4",
+        )
+        check_error(
+            httpx.post(f"{s.url}/score", json={"texts": ["x" * 51]}), 413, "too_large", "texts[0]"
+        )
+        check_error(
+            httpx.post(f"{s.url}/score", json={"texts": ["y" * 3000]}), 413, "too_large", "body"
+        )
+        check_error(
+            httpx.post(f"{s.url}/compare", json={"pairs": [{"a": "x", "b": "y"}] * 3}),
+            413,
+            "too_large",
+            "6 texts",
+        )
+
+
+def test_over_long_text_is_truncated_or_refused(server: Server) -> None:
+    long_text = "good " * 400
+    kept = httpx.post(f"{server.url}/score", json={"texts": [long_text]}).json()
+    assert kept["usage"]["truncated"] == 1
+    refused = httpx.post(
+        f"{server.url}/score", json={"texts": ["ok", long_text], "truncate": False}
+    )
+    check_error(refused, 422, "text_too_long", "texts[1]", "128 tokens")
+
+
+def test_full_queue_answers_429_at_once(engine: ControlledEngine) -> None:
+    engine.delay_s = 0.5
+    with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
+        busy = threading.Thread(
+            target=httpx.post,
+            args=(f"{s.url}/score",),
+            kwargs={"json": {"texts": ["good"] * 8}, "timeout": 30},
+        )
+        busy.start()
+        assert engine.started.wait(5)
+        time.sleep(0.05)  # 4 texts in the model, 4 still queued
+        tick = time.monotonic()
+        response = httpx.post(f"{s.url}/score", json={"texts": ["a", "b", "c", "d", "e"]})
+        assert time.monotonic() - tick < 0.4, "429 must not wait for the queue"
+        check_error(response, 429, "overloaded", "queue full")
+        assert int(response.headers["retry-after"]) >= 1
+        busy.join()
+        assert httpx.post(f"{s.url}/score", json={"texts": ["good"]}).status_code == 200
+
+
+def test_slow_model_answers_504_and_drops_the_texts(engine: ControlledEngine) -> None:
+    engine.delay_s = 0.6
+    with running(engine, request_timeout_s=0.3, max_batch_size=1) as s:
+        first = threading.Thread(
+            target=httpx.post,
+            args=(f"{s.url}/score",),
+            kwargs={"json": {"texts": ["first"]}, "timeout": 30},
+        )
+        first.start()
+        assert engine.started.wait(5)
+        response = httpx.post(f"{s.url}/score", json={"texts": ["second one"]}, timeout=30)
+        check_error(response, 504, "timeout", "0.3s")
+        first.join()
+        time.sleep(0.7)
+        seen = [ids for batch in engine.batches for ids in batch]
+        second = tuple(engine.encode([None], ["second one"])[0].ids)
+        assert second not in seen, "a timed-out text must not reach the model"
+
+
+def test_a_failing_batch_fails_only_its_own_requests(engine: ControlledEngine) -> None:
+    engine.poison = "awful"
+    with running(engine, max_batch_size=1) as s:
+        with ThreadPoolExecutor(4) as pool:
+            texts = ["good", "awful", "bad", "love it"]
+            responses = list(
+                pool.map(lambda t: httpx.post(f"{s.url}/score", json={"texts": [t]}), texts)
+            )
+        statuses = [r.status_code for r in responses]
+        assert statuses == [200, 503, 200, 200]
+        check_error(responses[1], 503, "model_error", "failed")
+        assert httpx.post(f"{s.url}/score", json={"texts": ["good"]}).status_code == 200
+        assert "rankrm_batch_failures_total 1.0" in httpx.get(f"{s.url}/metrics").text
+
+
+def test_disconnected_client_costs_no_compute(engine: ControlledEngine) -> None:
+    engine.delay_s = 0.5
+    with running(engine, max_batch_size=1) as s:
+        first = threading.Thread(
+            target=httpx.post,
+            args=(f"{s.url}/score",),
+            kwargs={"json": {"texts": ["first"]}, "timeout": 30},
+        )
+        first.start()
+        assert engine.started.wait(5)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{s.url}/score", json={"texts": ["gone away"]}, timeout=0.2)
+        first.join()
+        time.sleep(0.3)
+        seen = [ids for batch in engine.batches for ids in batch]
+        assert tuple(engine.encode([None], ["gone away"])[0].ids) not in seen
+        metrics = httpx.get(f"{s.url}/metrics").text
+        assert "rankrm_dropped_texts_total 1.0" in metrics
+
+
+def test_api_keys(engine: ControlledEngine) -> None:
+    with running(engine, api_keys="first-key-123,second-key-456") as s:
+        url = f"{s.url}/score"
+        check_error(httpx.post(url, json={"texts": ["a"]}), 401, "unauthorized", "missing")
+        check_error(
+            httpx.post(url, json={"texts": ["a"]}, headers={"x-api-key": "nope"}),
+            401,
+            "unauthorized",
+            "wrong",
+        )
+        ok = httpx.post(
+            url, json={"texts": ["a"]}, headers={"authorization": "Bearer second-key-456"}
+        )
+        assert ok.status_code == 200
+        assert (
+            httpx.post(
+                url, json={"texts": ["a"]}, headers={"x-api-key": "first-key-123"}
+            ).status_code
+            == 200
+        )
+        check_error(httpx.get(f"{s.url}/info"), 401, "unauthorized")
+        for open_path in ("/health", "/ready", "/metrics"):
+            assert httpx.get(s.url + open_path).status_code == 200
+        assert "first-key-123" not in httpx.get(f"{s.url}/metrics").text

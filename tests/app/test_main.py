@@ -1,0 +1,184 @@
+"""Start-up, shutdown and the no-torch rule, with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            if httpx.get(f"{url}/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become ready")
+
+
+def test_sigterm_finishes_requests_in_flight(model_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "slow_server.py"
+    script.write_text(
+        "import sys, time, uvicorn\n"
+        "from pathlib import Path\n"
+        "from app.config import Settings\n"
+        "from app.engine import OnnxEngine\n"
+        "from app.main import create_app\n"
+        "from rankrm.runtime import OnnxRewardModel\n"
+        "class Slow(OnnxEngine):\n"
+        "    def run(self, encodings):\n"
+        "        time.sleep(1.0)\n"
+        "        return super().run(encodings)\n"
+        "settings = Settings(model_dir=Path(sys.argv[1]))\n"
+        "app = create_app(settings, Slow(OnnxRewardModel.load(settings.model_dir)))\n"
+        "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), log_level='warning')\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(model_dir), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        wait_ready(url, proc)
+        results: list[httpx.Response] = []
+        request = threading.Thread(
+            target=lambda: results.append(
+                httpx.post(f"{url}/score", json={"texts": ["good"]}, timeout=30)
+            )
+        )
+        request.start()
+        time.sleep(0.3)  # the request is in the model now
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        with pytest.raises(httpx.ConnectError):  # no longer accepting
+            httpx.get(f"{url}/health", timeout=2)
+        request.join(timeout=30)
+        assert results and results[0].status_code == 200, "the request in flight must finish"
+        assert len(results[0].json()["rewards"]) == 1
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rankrm", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_missing_model_folder_exits_with_one_clear_line(tmp_path: Path) -> None:
+    result = run_serve("--model-dir", str(tmp_path / "absent"))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot load the model: {tmp_path / 'absent'}: model folder not found"]
+
+
+def test_corrupt_model_exits_non_zero(model_dir: Path, tmp_path: Path) -> None:
+    broken = Path(shutil.copytree(model_dir, tmp_path / "broken"))
+    (broken / "model.onnx").write_bytes(b"not a model")
+    result = run_serve("--model-dir", str(broken))
+    assert result.returncode == 2
+    assert "sha256 does not match" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_bad_settings_exit_non_zero(model_dir: Path) -> None:
+    result = run_serve("--model-dir", str(model_dir), "--max-batch-size", "0")
+    assert result.returncode == 2
+    assert "max_batch_size" in result.stderr
+
+
+def test_serve_command_starts_the_service(model_dir: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "RANKRM_MAX_ITEMS": "7"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rankrm",
+            "serve",
+            "--model-dir",
+            str(model_dir),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, proc)
+        assert httpx.get(f"{url}/info").json()["limits"]["max_items"] == 7  # env applied
+        assert httpx.post(f"{url}/score", json={"texts": ["good"]}).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("module", ["app", "app.main", "app.client", "app.engine"])
+def test_importing_the_service_never_imports_torch(module: str) -> None:
+    code = f"import sys, {module}; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))))"
+    out = subprocess.run(
+        [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANKRM_API_KEYS", "key-one-123, key-two-456")
+    monkeypatch.setenv("RANKRM_MAX_WAIT_MS", "5")
+    settings = Settings()
+    assert [k.get_secret_value() for k in settings.api_keys] == ["key-one-123", "key-two-456"]
+    assert settings.max_wait_ms == 5
+    assert "key-one" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api_keys": "short"}, "at least 8 characters"),
+        ({"max_batch_tokens": 16, "max_batch_size": 32}, "max_batch_tokens"),
+        ({"max_queue": 10, "max_items": 20}, "max_queue"),
+        ({"port": 0}, "port"),
+    ],
+)
+def test_unsafe_settings_are_refused(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings(**overrides)  # type: ignore[arg-type]
