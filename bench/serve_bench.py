@@ -1,0 +1,327 @@
+"""One command, one model file, one machine: onnxruntime's raw limit, this service under
+load from a separate process, and a naive torch server without batching.
+
+    .venv/bin/python bench/serve_bench.py --model models/default \\
+        --checkpoint runs/default-sst5/best --results docs/benchmarks.json
+
+Workloads: short (about 32 tokens), long (about 128) and mixed texts from SST-5 (or
+synthetic sentences without ../shared/data). Scenarios: many concurrent one-text requests
+(how OpenRLHF calls), requests of 64 texts, and sequential one-text requests on an idle
+service (latency). Prints throughput (texts/s) and p50/p95/p99 latency, writes the table
+and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rankrm.runtime import OnnxRewardModel  # noqa: E402
+
+SST5 = ROOT.parent / "shared" / "data" / "sst5" / "train.tsv"
+
+
+@dataclass
+class Result:
+    """One measured scenario."""
+
+    system: str
+    workload: str
+    scenario: str
+    texts_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+    def row(self) -> str:
+        return (
+            f"| {self.system} | {self.workload} | {self.scenario} | {self.texts_per_s:.0f} | "
+            f"{self.p50_ms:.1f} | {self.p95_ms:.1f} | {self.p99_ms:.1f} |"
+        )
+
+
+def workloads(model: OnnxRewardModel, seed: int = 0) -> dict[str, list[str]]:
+    """Texts of about 32 tokens, about 128 tokens, and a mix of lengths."""
+    rng = random.Random(seed)
+    if SST5.is_file():
+        sentences = [line.split("\t", 1)[1].strip() for line in SST5.read_text().splitlines()]
+    else:
+        words = "the film was good bad long short plot actors music story ending".split()
+        sentences = [" ".join(rng.choices(words, k=rng.randint(5, 40))) for _ in range(3000)]
+    lengths = [len(e.ids) for e in model.encode([None] * len(sentences), sentences)]
+    short = [s for s, n in zip(sentences, lengths, strict=True) if 28 <= n <= 36]
+    rng.shuffle(short)
+    long_texts = []
+    while len(long_texts) < 512:
+        text = ""
+        while len(model.encode([None], [text or "x"])[0].ids) < 128:
+            text += " " + rng.choice(sentences)
+        long_texts.append(text.strip())
+    mixed = [rng.choice(sentences) for _ in range(1024)]
+    return {"short": short[:1024], "long": long_texts, "mixed": mixed}
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float, float]:
+    p = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
+    return float(p[0]), float(p[1]), float(p[2])
+
+
+def raw_limit(model: OnnxRewardModel, texts: list[str], seconds: float) -> tuple[int, float]:
+    """Best texts/s of onnxruntime alone over batch sizes (texts grouped by length)."""
+    best = (0, 0.0)
+    encodings = model.encode([None] * len(texts), texts)
+    for size in (1, 8, 16, 32, 64):
+        start, done, i = time.perf_counter(), 0, 0
+        while time.perf_counter() - start < seconds:
+            batch = encodings[i : i + size] or encodings[:size]
+            model.run_encodings(batch)
+            done += len(batch)
+            i = (i + size) % len(encodings)
+        rate = done / (time.perf_counter() - start)
+        if rate > best[1]:
+            best = (size, rate)
+    return best
+
+
+def batch1_latency_ms(model: OnnxRewardModel, texts: list[str], n: int = 200) -> float:
+    """Median time of onnxruntime scoring one text (tokenisation included)."""
+    times = []
+    for text in texts[:n]:
+        tick = time.perf_counter()
+        model.run_encodings(model.encode([None], [text]))
+        times.append(time.perf_counter() - tick)
+    return float(np.median(times) * 1000)
+
+
+async def load(
+    url: str, texts: list[str], per_request: int, concurrency: int, seconds: float
+) -> tuple[float, list[float]]:
+    """``concurrency`` clients posting ``per_request`` texts each, back to back."""
+    latencies: list[float] = []
+    done = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(seed: int) -> None:
+        nonlocal done
+        rng = random.Random(seed)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            while time.perf_counter() < stop:
+                chunk = rng.sample(texts, per_request)
+                tick = time.perf_counter()
+                response = await client.post(f"{url}/score", json={"texts": chunk})
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - tick)
+                done += per_request
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - start), latencies
+
+
+def measure(
+    system: str,
+    url: str,
+    name: str,
+    texts: list[str],
+    scenario: str,
+    per_request: int,
+    concurrency: int,
+    seconds: float,
+) -> Result:
+    asyncio.run(load(url, texts, per_request, concurrency, 1.0))  # warm-up
+    rate, latencies = asyncio.run(load(url, texts, per_request, concurrency, seconds))
+    result = Result(system, name, scenario, rate, *percentiles(latencies))
+    print(result.row(), flush=True)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(command: list[str], url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {command}")
+
+
+def chart(results: list[Result], raw: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(raw)
+    groups = [("raw onnxruntime", [raw[n] for n in names])]
+    for system, scenario in (
+        ("service", "1 text x 32 clients"),
+        ("naive", "1 text x 32 clients"),
+        ("service", "64 texts x 4 clients"),
+        ("naive", "64 texts x 4 clients"),
+    ):
+        values = [
+            next(
+                (
+                    r.texts_per_s
+                    for r in results
+                    if (r.system, r.workload, r.scenario) == (system, n, scenario)
+                ),
+                0.0,
+            )
+            for n in names
+        ]
+        groups.append((f"{system}: {scenario}", values))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(groups)
+    for g, (label, values) in enumerate(groups):
+        ax.bar([i + g * width for i in range(len(names))], values, width, label=label)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
+    ax.set_ylabel("texts/s")
+    ax.set_title("Throughput on one model file, same machine")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
+    parser.add_argument("--checkpoint", type=Path, help="HF checkpoint for the naive server")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--results", type=Path, help="write the table (JSON) and a PNG chart here")
+    args = parser.parse_args()
+
+    model = OnnxRewardModel.load(args.model)
+    texts = workloads(model)
+    raw: dict[str, float] = {}
+    raw_best: dict[str, int] = {}
+    print("| system | workload | scenario | texts/s | p50 ms | p95 ms | p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, items in texts.items():
+        raw_best[name], raw[name] = raw_limit(model, items, args.seconds / 4)
+        print(
+            f"| onnxruntime alone | {name} | best batch {raw_best[name]} | {raw[name]:.0f} "
+            "| - | - | - |",
+            flush=True,
+        )
+    batch1 = batch1_latency_ms(model, texts["short"])
+    del model
+
+    results: list[Result] = []
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = start(
+        [
+            sys.executable,
+            "-m",
+            "rankrm",
+            "serve",
+            "--model-dir",
+            str(args.model),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        url,
+    )
+    try:
+        idle = measure(
+            "service", url, "short", texts["short"], "idle, 1 client", 1, 1, args.seconds
+        )
+        results.append(idle)
+        for name, items in texts.items():
+            results.append(
+                measure("service", url, name, items, "1 text x 32 clients", 1, 32, args.seconds)
+            )
+            results.append(
+                measure("service", url, name, items, "64 texts x 4 clients", 64, 4, args.seconds)
+            )
+    finally:
+        service.terminate()
+        service.wait()
+    if args.checkpoint is not None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        naive = start(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "naive_server.py"),
+                str(args.checkpoint),
+                str(port),
+            ],
+            url,
+        )
+        try:
+            for name, items in texts.items():
+                results.append(
+                    measure("naive", url, name, items, "1 text x 32 clients", 1, 32, args.seconds)
+                )
+                results.append(
+                    measure("naive", url, name, items, "64 texts x 4 clients", 64, 4, args.seconds)
+                )
+        finally:
+            naive.terminate()
+            naive.wait()
+
+    summary = [
+        f"- onnxruntime batch-1 latency (short text, tokenisation included): "
+        f"{batch1:.2f} ms; idle service p50: {idle.p50_ms:.2f} ms "
+        f"(+{idle.p50_ms - batch1:.2f} ms)"
+    ]
+    for name in texts:
+        one = next(
+            r
+            for r in results
+            if (r.system, r.workload, r.scenario) == ("service", name, "1 text x 32 clients")
+        )
+        line = f"- {name}: service/raw {one.texts_per_s / raw[name]:.2f}"
+        naive_one = [
+            r
+            for r in results
+            if (r.system, r.workload, r.scenario) == ("naive", name, "1 text x 32 clients")
+        ]
+        if naive_one:
+            line += f", service/naive {one.texts_per_s / naive_one[0].texts_per_s:.2f}x"
+        summary.append(line + " (concurrent one-text requests)")
+    print("\n".join(summary))
+    if args.results is not None:
+        table = [
+            "| system | workload | scenario | texts/s | p50 ms | p95 ms | p99 ms |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        table += [
+            f"| onnxruntime alone | {n} | best batch {raw_best[n]} | {raw[n]:.0f} | - | - | - |"
+            for n in texts
+        ]
+        table += [r.row() for r in results]
+        args.results.write_text(json.dumps({"table": table, "summary": summary}, indent=1) + "\n")
+        chart(results, raw, args.results.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
