@@ -83,6 +83,12 @@ async def _disconnected(request: Request) -> None:
             return
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a cancelled gather's outcome as seen (asyncio logs unseen ones as errors)."""
+    if not future.cancelled():
+        future.exception()
+
+
 async def score(
     state: ServiceState,
     request: Request,
@@ -122,6 +128,7 @@ async def score(
         watcher.cancel()
     if gathered not in done:
         gathered.cancel()  # drops our texts from the queue before they cost compute
+        gathered.add_done_callback(_retrieve)
         if watcher in done:
             raise ServiceError(ErrorKind.CLIENT_CLOSED, "the client disconnected")
         raise ServiceError(
