@@ -1,0 +1,88 @@
+"""Batch formation: budgets that count padding, no starvation, grouping by length."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from app.batcher import Batcher
+from app.config import Settings
+from app.errors import ServiceError
+from app.metrics import Metrics
+
+
+class CountingEngine:
+    name = "fake"
+    max_length = 512
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def run(self, encodings: Any) -> np.ndarray:
+        self.batches.append([len(e.ids) for e in encodings])
+        return np.array([float(len(e.ids)) for e in encodings], dtype=np.float32)
+
+
+def make(max_batch_size: int = 32, max_batch_tokens: int = 8192, **kw: Any) -> Batcher:
+    settings = Settings(model_dir=Path("unused"), max_batch_size=max_batch_size,
+                        max_batch_tokens=max_batch_tokens, **kw)  # fmt: skip
+    return Batcher(cast(Any, CountingEngine()), settings, Metrics.create())
+
+
+def texts(*lengths: int) -> list[Any]:
+    return [SimpleNamespace(ids=[0] * n) for n in lengths]
+
+
+async def scored(batcher: Batcher, lengths: list[int]) -> list[list[int]]:
+    batcher.start()
+    futures = batcher.submit(texts(*lengths))
+    results = await asyncio.gather(*futures)
+    assert [r.raw for r in results] == [float(n) for n in lengths]  # each gets its own answer
+    await batcher.stop()
+    return cast(Any, batcher.engine).batches  # type: ignore[no-any-return]
+
+
+def test_token_budget_counts_padding() -> None:
+    batches = asyncio.run(scored(make(max_batch_tokens=400), [100, 10, 10, 10, 100, 100, 100]))
+    for batch in batches:
+        assert max(batch) * len(batch) <= 400
+    assert sorted(n for b in batches for n in b) == [10, 10, 10, 100, 100, 100, 100]
+
+
+def test_similar_lengths_share_a_batch() -> None:
+    batches = asyncio.run(scored(make(max_batch_size=3), [10, 100, 11, 101, 12, 102]))
+    assert sorted(sorted(b) for b in batches) == [[10, 11, 12], [100, 101, 102]]
+
+
+def test_the_oldest_text_is_always_in_the_next_batch() -> None:
+    batches = asyncio.run(scored(make(max_batch_size=2), [50, 10, 10, 10, 10]))
+    assert 50 in batches[0]
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    async def go() -> None:
+        batcher = make(max_queue=512, max_items=512)
+        batcher.start()
+        batcher.submit(texts(*[5] * 500))
+        with pytest.raises(ServiceError) as info:
+            batcher.submit(texts(*[5] * 13))
+        assert info.value.retry_after is not None
+        await batcher.stop()
+
+    asyncio.run(go())
+
+
+def test_stop_refuses_new_texts() -> None:
+    async def go() -> None:
+        batcher = make()
+        batcher.start()
+        await batcher.stop()
+        with pytest.raises(ServiceError, match="not running"):
+            batcher.submit(texts(5))
+
+    asyncio.run(go())
