@@ -53,3 +53,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (only in the project's workspace)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
+    """A tiny model exported by the real export (fp32): what the service tests serve."""
+    from tests.training.test_export import checkpoint_of, texts_file
+    from training.export import ExportConfig, export_model
+
+    tmp = tmp_path_factory.mktemp("exported")
+    ckpt = checkpoint_of(tiny_backbone, tmp / "ckpt")
+    out = tmp / "model"
+    export_model(ExportConfig(ckpt, out, reference=texts_file(tmp / "ref.jsonl")))
+    return out

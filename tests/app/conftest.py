@@ -20,19 +20,6 @@ from app.config import Settings
 from app.engine import OnnxEngine
 from app.main import create_app
 from rankrm.runtime import OnnxRewardModel
-from tests.training.test_export import checkpoint_of, texts_file
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
-    """A tiny model exported by the real export (fp32)."""
-    from training.export import ExportConfig, export_model
-
-    tmp = tmp_path_factory.mktemp("served")
-    ckpt = checkpoint_of(tiny_backbone, tmp / "ckpt")
-    out = tmp / "model"
-    export_model(ExportConfig(ckpt, out, reference=texts_file(tmp / "ref.jsonl")))
-    return out
 
 
 class ControlledEngine(OnnxEngine):

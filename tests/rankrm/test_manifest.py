@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 
 from rankrm.manifest import ManifestError, load_manifest
-from tests.training.test_export import checkpoint_of, texts_file
-from training.export import ExportConfig, export_model
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
-    tmp = tmp_path_factory.mktemp("exported")
-    ckpt = checkpoint_of(tiny_backbone, tmp / "ckpt")
-    out = tmp / "model"
-    export_model(ExportConfig(ckpt, out, reference=texts_file(tmp / "ref.jsonl")))
-    return out
+@pytest.fixture
+def exported(model_dir: Path) -> Path:
+    return model_dir
 
 
 @pytest.fixture
