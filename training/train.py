@@ -345,15 +345,19 @@ class Trainer:
                 handle.write(json.dumps(row) + "\n")
 
     def _trim_metrics(self) -> None:
-        """On resume, drop lines a killed run logged after its last checkpoint."""
+        """On resume, drop lines a killed run logged after its last checkpoint (and a last
+        line it was killed in the middle of writing)."""
         if not self.metrics_file.exists():
             return
-        rows = [
-            line
-            for line in self.metrics_file.read_text().splitlines()
-            if json.loads(line)["step"] <= self.state.step
-        ]
-        self.metrics_file.write_text("".join(row + "\n" for row in rows))
+        kept = []
+        for line in self.metrics_file.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row["step"] <= self.state.step:
+                kept.append(line)
+        self.metrics_file.write_text("".join(row + "\n" for row in kept))
 
     def _finish(self) -> TrainResult:
         best, last = self.out / "best", self.out / "last"

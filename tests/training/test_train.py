@@ -160,6 +160,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(
     assert proc.returncode == -signal.SIGKILL
     killed_at = json.loads(state_file.read_text())["step"]
     assert 30 <= killed_at < 300, "the run should be killed part-way"
+    with (killed_out / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 9')  # as if killed in the middle of a line
 
     resumed = run_cli([*cli_args(cfg, killed_out), "--resume"])
     whole = run_cli(cli_args(cfg, whole_out))
