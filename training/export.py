@@ -228,6 +228,8 @@ class _Exporter:
             reference_texts=len(ref_texts),
         )
         self.timings["normalization_s"] = time.perf_counter() - tick
+        # Figures are reported as the service will return them: normalised.
+        final.normalization = fp32_model.normalization = normalization
         evaluation = self._evaluate(
             final, fp32_model if c.quantize == "int8" else None, dev_path, dev
         )

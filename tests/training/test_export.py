@@ -89,7 +89,8 @@ def test_each_family_exports_and_matches_torch(
 ) -> None:
     data = texts_file(tmp_path / "ref.jsonl")
     out = tmp_path / "model"
-    report = export_model(ExportConfig(checkpoint=families[family], out=out, reference=data))
+    config = ExportConfig(checkpoint=families[family], out=out, reference=data, eval_file=data)
+    report = export_model(config)
     manifest = load_manifest(out)  # checksums verified
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",
@@ -118,6 +119,8 @@ def test_each_family_exports_and_matches_torch(
     np.testing.assert_allclose(raw, rm.score(prompts, responses).numpy(), atol=1e-4)
     normalized = onnx_model.normalize(raw)
     assert abs(float(normalized.mean())) < 1e-4  # offset = mean over the reference texts
+    # Reported figures are normalised like the service's answers.
+    assert abs(report.manifest.evaluation["dev"]["exported"]["reward_mean"]) < 1e-4
 
 
 def test_tokenizer_is_saved_without_padding_or_truncation(
