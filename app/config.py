@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     )
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads.")
     verify_checksums: bool = Field(True, description="Check the model files' sha256 at start.")
+    spin: bool = Field(
+        False,
+        description="Let onnxruntime threads busy-wait between batches (off: the "
+        "event loop gets the CPU back).",
+    )
     # network
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
@@ -30,7 +35,7 @@ class Settings(BaseSettings):
         8192, ge=16, description="Tokens per model call at most, padding included."
     )
     max_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="Longest wait for batch-mates after the first text."
+        0.5, ge=0, le=1000, description="Longest wait for batch-mates after the first text."
     )
     max_queue: int = Field(
         2048, ge=1, description="Texts waiting at most; past it requests get 429 at once."

@@ -68,6 +68,7 @@ class OnnxEngine:
             threads=settings.threads,
             providers=[provider],
             verify=settings.verify_checksums,
+            spin=settings.spin,
         )
         return cls(model)
 

@@ -478,94 +478,103 @@ SERVE = "Service"
 def serve(
     model_dir: Annotated[
         Path | None,
-        typer.Option(help="Exported model folder [env RANKRM_MODEL_DIR; default models/default]."),
+        typer.Option(help="Exported model folder (env RANKRM_MODEL_DIR; default models/default)."),
     ] = None,
     host: Annotated[
         str | None,
-        typer.Option(help="Interface [env RANKRM_HOST; default 127.0.0.1; 0.0.0.0 in containers]."),
+        typer.Option(help="Interface (env RANKRM_HOST; default 127.0.0.1; 0.0.0.0 in containers)."),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env RANKRM_PORT; default 8000].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env RANKRM_PORT; default 8000).")] = None,
     max_batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Texts per model call [env RANKRM_MAX_BATCH_SIZE; default 32].",
+            help="Texts per model call (env RANKRM_MAX_BATCH_SIZE; default 32)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     max_batch_tokens: Annotated[
         int | None,
         typer.Option(
-            help="Tokens per model call, padding included [env RANKRM_MAX_BATCH_TOKENS; "
-            "default 8192].",
+            help="Tokens per model call, padding included (env RANKRM_MAX_BATCH_TOKENS; "
+            "default 8192)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     max_wait_ms: Annotated[
         float | None,
         typer.Option(
-            help="Wait for batch-mates after the first text [env RANKRM_MAX_WAIT_MS; default 2].",
+            help="Wait for batch-mates after the first text (env RANKRM_MAX_WAIT_MS; default 0.5)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     max_queue: Annotated[
         int | None,
         typer.Option(
-            help="Texts waiting at most before 429 [env RANKRM_MAX_QUEUE; default 2048].",
+            help="Texts waiting at most before 429 (env RANKRM_MAX_QUEUE; default 2048)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     max_items: Annotated[
         int | None,
         typer.Option(
-            help="Texts per request [env RANKRM_MAX_ITEMS; default 512].", rich_help_panel=SERVE
+            help="Texts per request (env RANKRM_MAX_ITEMS; default 512)", rich_help_panel=SERVE
         ),
     ] = None,
     max_text_chars: Annotated[
         int | None,
         typer.Option(
-            help="Characters per text [env RANKRM_MAX_TEXT_CHARS; default 100000].",
+            help="Characters per text (env RANKRM_MAX_TEXT_CHARS; default 100000)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     max_body_bytes: Annotated[
         int | None,
         typer.Option(
-            help="Request body limit [env RANKRM_MAX_BODY_BYTES; default 8 MiB].",
+            help="Request body limit (env RANKRM_MAX_BODY_BYTES; default 8 MiB)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     request_timeout_s: Annotated[
         float | None,
         typer.Option(
-            help="Per-request deadline, 504 past it [env RANKRM_REQUEST_TIMEOUT_S; default 30].",
+            help="Per-request deadline, 504 past it (env RANKRM_REQUEST_TIMEOUT_S; default 30)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
-            help="onnxruntime intra-op threads [env RANKRM_THREADS; default all cores].",
+            help="onnxruntime intra-op threads (env RANKRM_THREADS; default all cores)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    spin: Annotated[
+        bool | None,
+        typer.Option(
+            "--spin/--no-spin",
+            help="Let onnxruntime threads busy-wait between batches (env RANKRM_SPIN; default "
+            "off: the event loop gets the CPU back).",
             rich_help_panel=SERVE,
         ),
     ] = None,
     provider: Annotated[
         str | None,
         typer.Option(
-            help="cpu or cuda (needs onnxruntime-gpu) [env RANKRM_PROVIDER; default cpu].",
+            help="cpu or cuda (needs onnxruntime-gpu) (env RANKRM_PROVIDER; default cpu)",
             rich_help_panel=SERVE,
         ),
     ] = None,
     api_keys: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated accepted API keys [env RANKRM_API_KEYS; default none: open]. "
+            help="Comma-separated accepted API keys (env RANKRM_API_KEYS; default none: open). "
             "Prefer the environment: flags show in process lists.",
             rich_help_panel=SERVE,
         ),
     ] = None,
     log_level: Annotated[
         str | None,
-        typer.Option(help="debug, info, warning or error [env RANKRM_LOG_LEVEL; default info]."),
+        typer.Option(help="debug, info, warning or error (env RANKRM_LOG_LEVEL; default info)."),
     ] = None,
 ) -> None:
     """Serve rewards, preferences and rankings over HTTP with dynamic batching.

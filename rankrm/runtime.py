@@ -18,12 +18,20 @@ from rankrm.encoding import Batch, EncodingSpec, configure_tokenizer, encode, pa
 from rankrm.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, load_manifest
 
 
-def make_session(path: Path, threads: int | None = None, providers: Sequence[str] = ()) -> Any:
-    """An onnxruntime session with all graph optimisations and ``threads`` intra-op threads."""
+def make_session(
+    path: Path, threads: int | None = None, providers: Sequence[str] = (), spin: bool = True
+) -> Any:
+    """An onnxruntime session with all graph optimisations and ``threads`` intra-op threads.
+
+    ``spin=False`` stops idle worker threads from busy-waiting for the next run: a server
+    sharing its cores with an event loop wants the CPU back between batches.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     chosen = list(providers) or ["CPUExecutionProvider"]
@@ -64,13 +72,14 @@ class OnnxRewardModel:
         threads: int | None = None,
         providers: Sequence[str] = (),
         verify: bool = True,
+        spin: bool = True,
     ) -> OnnxRewardModel:
         """Load ``folder`` (manifest checked, checksums verified unless ``verify`` is off)."""
         folder = Path(folder)
         manifest = load_manifest(folder, verify=verify)
         raw = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         tokenizer = configure_tokenizer(raw, manifest.encoding)
-        session = make_session(folder / MODEL_FILE, threads, providers)
+        session = make_session(folder / MODEL_FILE, threads, providers, spin)
         return cls(
             session,
             tokenizer,

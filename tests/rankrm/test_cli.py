@@ -145,3 +145,16 @@ def test_export_int8_without_held_out_data_fails_cleanly(
     assert result.exit_code == 2
     assert "needs held-out lists" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_serve_help_covers_every_setting() -> None:
+    from app.config import Settings
+
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    env_only = {"verify_checksums"}  # operators rarely flip it: RANKRM_VERIFY_CHECKSUMS
+    names = [name for name in Settings.model_fields if name not in env_only]
+    missing = [n for n in names if "--" + n.replace("_", "-") not in result.output]
+    assert missing == []
+    undocumented = [n for n in names if f"env RANKRM_{n.upper()}" not in result.output]
+    assert undocumented == []
