@@ -193,3 +193,15 @@ def test_api_keys(engine: ControlledEngine) -> None:
         for open_path in ("/health", "/ready", "/metrics"):
             assert httpx.get(s.url + open_path).status_code == 200
         assert "first-key-123" not in httpx.get(f"{s.url}/metrics").text
+
+
+def test_not_ready_answers_503(server: Server) -> None:
+    state = server.app.state.service
+    state.ready = False  # as while loading or shutting down
+    try:
+        check_error(httpx.get(f"{server.url}/ready"), 503, "not_ready")
+        check_error(httpx.post(f"{server.url}/score", json={"texts": ["good"]}), 503, "not_ready")
+        assert httpx.get(f"{server.url}/health").status_code == 200  # alive all the same
+    finally:
+        state.ready = True
+    assert httpx.post(f"{server.url}/score", json={"texts": ["good"]}).status_code == 200
