@@ -59,12 +59,15 @@ def score_lists(
     """Rewards of every response, one array per list."""
     prompts = [lst.prompt for lst in lists for _ in lst.responses]
     responses = [r for lst in lists for r in lst.responses]
-    flat = reward_model.score(prompts, responses, batch_size=batch_size).numpy()
-    out, start = [], 0
-    for lst in lists:
-        out.append(flat[start : start + len(lst.responses)])
-        start += len(lst.responses)
-    return out
+    return split_per_list(lists, reward_model.score(prompts, responses, batch_size).numpy())
+
+
+def split_per_list(lists: Sequence[RankingList], flat: np.ndarray) -> list[np.ndarray]:
+    """Cut rewards of all responses, flattened list by list, back into one array per list."""
+    sizes = [len(lst.responses) for lst in lists]
+    if sum(sizes) != len(flat):
+        raise ValueError(f"{len(flat)} rewards for {sum(sizes)} responses")
+    return list(np.split(flat, np.cumsum(sizes)[:-1])) if sizes else []
 
 
 def evaluate_lists(

@@ -32,8 +32,8 @@ from rankrm import __version__
 from rankrm.manifest import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization
 from rankrm.manifest import sha256_file as sha256
 from rankrm.runtime import OnnxRewardModel
-from training.data import DataFormat, RankingList, load_lists, read_rated
-from training.evaluate import ranking_metrics, rated_pair_metrics
+from training.data import DataFormat, RankingList, detect_format, load_lists, read_rated
+from training.evaluate import ranking_metrics, rated_pair_metrics, split_per_list
 from training.export_checks import (
     ExportCheckError,
     Text,
@@ -295,8 +295,8 @@ class _Exporter:
         variation = batch_variation(int8, check, c.seed)
         dev_texts = _texts(dev)
         dev_fp32, dev_int8 = _score(fp32, dev_texts), _score(int8, dev_texts)
-        acc_fp32 = ranking_metrics(dev, _per_list(dev, dev_texts, dev_fp32))["pairwise_accuracy"]
-        acc_int8 = ranking_metrics(dev, _per_list(dev, dev_texts, dev_int8))["pairwise_accuracy"]
+        acc_fp32 = ranking_metrics(dev, split_per_list(dev, dev_fp32))["pairwise_accuracy"]
+        acc_int8 = ranking_metrics(dev, split_per_list(dev, dev_int8))["pairwise_accuracy"]
         speed_fp32 = throughput(fp32, check)
         speed_int8 = throughput(int8, check)
         report: dict[str, Any] = {
@@ -368,20 +368,14 @@ class _Exporter:
     def _metrics(
         self, model: OnnxRewardModel, path: Path, lists: list[RankingList]
     ) -> dict[str, float]:
-        texts = _texts(lists)
-        scores = model.normalize(model.raw_scores([p for p, _ in texts], [r for _, r in texts]))
-        metrics = ranking_metrics(lists, _per_list(lists, texts, scores))
+        metrics = ranking_metrics(lists, split_per_list(lists, _score(model, _texts(lists))))
         if self._format_of(path) == "rated":
             rated = read_rated(path)
-            rewards = model.normalize(
-                model.raw_scores([t.prompt for t in rated], [t.text for t in rated])
-            )
+            rewards = _score(model, [(t.prompt, t.text) for t in rated])
             metrics.update(rated_pair_metrics(rated, rewards))
         return metrics
 
     def _format_of(self, path: Path) -> str:
-        from training.data import detect_format
-
         fmt = self._format()
         return detect_format(path) if fmt == "auto" else fmt
 
@@ -412,15 +406,6 @@ def _score(model: OnnxRewardModel, texts: list[Text]) -> np.ndarray:
     raw = model.raw_scores([p for p, _ in unique], [r for _, r in unique])
     by_text = dict(zip(unique, model.normalize(raw), strict=True))
     return np.array([by_text[t] for t in texts], dtype=np.float32)
-
-
-def _per_list(lists: list[RankingList], texts: list[Text], scores: np.ndarray) -> list[np.ndarray]:
-    out, start = [], 0
-    for lst in lists:
-        out.append(scores[start : start + len(lst.responses)])
-        start += len(lst.responses)
-    assert start == len(texts)
-    return out
 
 
 def export_model(config: ExportConfig) -> ExportReport:
