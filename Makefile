@@ -54,9 +54,10 @@ model: $(VENV)/.installed
 		--test $(SHARED)/sst5/test.tsv
 
 # Raw onnxruntime vs the service vs a naive torch server (docs/benchmarks.md has results).
+# The naive server needs the torch checkpoint that `make model` leaves in $(DEFAULT_RUN).
 bench: $(VENV)/.installed
-	$(BIN)/python bench/serve_bench.py --model models/default --checkpoint $(DEFAULT_RUN)/best \
-		--results docs/benchmarks.json
+	$(BIN)/python bench/serve_bench.py --model models/default --results docs/benchmarks.json \
+		$(if $(wildcard $(DEFAULT_RUN)/best),--checkpoint $(DEFAULT_RUN)/best,)
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache
