@@ -181,6 +181,15 @@ def measure(
     return result
 
 
+def under_load(system: str, url: str, texts: dict[str, list[str]], seconds: float) -> list[Result]:
+    """Each workload as 32 clients sending one text, and 4 clients sending 64 texts."""
+    results = []
+    for name, items in texts.items():
+        results.append(measure(system, url, name, items, "1 text x 32 clients", 1, 32, seconds))
+        results.append(measure(system, url, name, items, "64 texts x 4 clients", 64, 4, seconds))
+    return results
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -285,13 +294,7 @@ def main() -> None:
             "service", url, "short", texts["short"], "idle, 1 client", 1, 1, args.seconds
         )
         results.append(idle)
-        for name, items in texts.items():
-            results.append(
-                measure("service", url, name, items, "1 text x 32 clients", 1, 32, args.seconds)
-            )
-            results.append(
-                measure("service", url, name, items, "64 texts x 4 clients", 64, 4, args.seconds)
-            )
+        results += under_load("service", url, texts, args.seconds)
     finally:
         service.terminate()
         service.wait()
@@ -308,13 +311,7 @@ def main() -> None:
             url,
         )
         try:
-            for name, items in texts.items():
-                results.append(
-                    measure("naive", url, name, items, "1 text x 32 clients", 1, 32, args.seconds)
-                )
-                results.append(
-                    measure("naive", url, name, items, "64 texts x 4 clients", 64, 4, args.seconds)
-                )
+            results += under_load("naive", url, texts, args.seconds)
         finally:
             naive.terminate()
             naive.wait()

@@ -115,16 +115,22 @@ def test_full_queue_answers_429_at_once(engine: ControlledEngine) -> None:
         assert httpx.post(f"{s.url}/score", json={"texts": ["good"]}).status_code == 200
 
 
+def occupy_the_model(server: Server) -> threading.Thread:
+    """Send one request from a thread and return once the (slow) model is busy with it."""
+    first = threading.Thread(
+        target=httpx.post,
+        args=(f"{server.url}/score",),
+        kwargs={"json": {"texts": ["first"]}, "timeout": 30},
+    )
+    first.start()
+    assert server.engine.started.wait(5)
+    return first
+
+
 def test_slow_model_answers_504_and_drops_the_texts(engine: ControlledEngine) -> None:
     engine.delay_s = 0.6
     with running(engine, request_timeout_s=0.3, max_batch_size=1) as s:
-        first = threading.Thread(
-            target=httpx.post,
-            args=(f"{s.url}/score",),
-            kwargs={"json": {"texts": ["first"]}, "timeout": 30},
-        )
-        first.start()
-        assert engine.started.wait(5)
+        first = occupy_the_model(s)
         response = httpx.post(f"{s.url}/score", json={"texts": ["second one"]}, timeout=30)
         check_error(response, 504, "timeout", "0.3s")
         first.join()
@@ -152,13 +158,7 @@ def test_a_failing_batch_fails_only_its_own_requests(engine: ControlledEngine) -
 def test_disconnected_client_costs_no_compute(engine: ControlledEngine) -> None:
     engine.delay_s = 0.5
     with running(engine, max_batch_size=1) as s:
-        first = threading.Thread(
-            target=httpx.post,
-            args=(f"{s.url}/score",),
-            kwargs={"json": {"texts": ["first"]}, "timeout": 30},
-        )
-        first.start()
-        assert engine.started.wait(5)
+        first = occupy_the_model(s)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{s.url}/score", json={"texts": ["gone away"]}, timeout=0.2)
         first.join()
