@@ -51,6 +51,14 @@ def _raise_for(response: httpx.Response) -> None:
     raise RewardServiceError(response.status_code, error, kind)
 
 
+def _result(response: httpx.Response | None) -> Any:
+    """The JSON body of a final answer, or its error raised."""
+    assert response is not None  # transport errors on the last attempt were raised
+    if response.status_code >= 400:
+        _raise_for(response)
+    return response.json()
+
+
 def _backoff(attempt: int, response: httpx.Response | None, base: float, cap: float) -> float:
     retry_after = response.headers.get("retry-after") if response is not None else None
     if retry_after is not None and retry_after.replace(".", "", 1).isdigit():
@@ -95,6 +103,15 @@ class _Base:
     def _url(self, path: str) -> str:
         return self.base_urls[next(self._next_url)] + path
 
+    def _retry_delay(self, attempt: int, response: httpx.Response | None) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop (the I/O-free part of
+        the retry loop that both clients share)."""
+        if response is not None and response.status_code not in RETRY_STATUS:
+            return None
+        if attempt >= self.max_retries:
+            return None
+        return _backoff(attempt, response, *self.backoff)
+
     @staticmethod
     def _limit_from(info: dict[str, Any]) -> int:
         return int(info.get("limits", {}).get("max_items", DEFAULT_MAX_ITEMS))
@@ -118,23 +135,19 @@ class RewardClient(_Base):
         self.close()
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response: httpx.Response | None = None
-        for attempt in range(self.max_retries + 1):
+        for attempt in itertools.count():
             try:
-                response = self._http.request(method, self._url(path), json=body)
+                response: httpx.Response | None = self._http.request(
+                    method, self._url(path), json=body
+                )
             except httpx.TransportError:
-                response = None
-                if attempt == self.max_retries:
+                if attempt >= self.max_retries:
                     raise
-            else:
-                if response.status_code not in RETRY_STATUS:
-                    break
-            if attempt < self.max_retries:
-                time.sleep(_backoff(attempt, response, *self.backoff))
-        assert response is not None
-        if response.status_code >= 400:
-            _raise_for(response)
-        return response.json()
+                response = None
+            delay = self._retry_delay(attempt, response)
+            if delay is None:
+                return _result(response)
+            time.sleep(delay)
 
     def max_items(self) -> int:
         """Texts per request the server accepts (asked once)."""
@@ -194,23 +207,19 @@ class AsyncRewardClient(_Base):
         await self.aclose()
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response: httpx.Response | None = None
-        for attempt in range(self.max_retries + 1):
+        for attempt in itertools.count():
             try:
-                response = await self._http.request(method, self._url(path), json=body)
+                response: httpx.Response | None = await self._http.request(
+                    method, self._url(path), json=body
+                )
             except httpx.TransportError:
-                response = None
-                if attempt == self.max_retries:
+                if attempt >= self.max_retries:
                     raise
-            else:
-                if response.status_code not in RETRY_STATUS:
-                    break
-            if attempt < self.max_retries:
-                await asyncio.sleep(_backoff(attempt, response, *self.backoff))
-        assert response is not None
-        if response.status_code >= 400:
-            _raise_for(response)
-        return response.json()
+                response = None
+            delay = self._retry_delay(attempt, response)
+            if delay is None:
+                return _result(response)
+            await asyncio.sleep(delay)
 
     async def max_items(self) -> int:
         """Texts per request the server accepts (asked once)."""
