@@ -99,6 +99,19 @@ class RewardModel:
         return out
 
 
+def own_aligned_storage(model: torch.nn.Module) -> None:
+    """Give every parameter and buffer its own freshly allocated storage.
+
+    ``from_pretrained`` leaves tensors wherever loading put them (views of one buffer, at
+    addresses that differ between a backbone and a checkpoint). CPU matrix kernels round
+    differently at different alignments, so without this a resumed run drifts from an
+    uninterrupted one in the last bits, and Adam amplifies the drift.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+
+
 def uses_token_types(model: PreTrainedModel) -> bool:
     """Whether the model takes ``token_type_ids`` (BERT does; RoBERTa and decoders do not)."""
     return int(getattr(model.config, "type_vocab_size", 0) or 0) > 1
@@ -129,6 +142,7 @@ def load_reward_model(path: Path | str, spec: EncodingSpec | None = None) -> Rew
             f"{path}: a reward model has num_labels=1, this one has {model.config.num_labels}"
         )
     model.config.pad_token_id = hf_tokenizer.pad_token_id
+    own_aligned_storage(model)
     tokenizer = configure_tokenizer(hf_tokenizer.backend_tokenizer, spec)
     return RewardModel(model, hf_tokenizer, tokenizer, spec, int(hf_tokenizer.pad_token_id))
 
