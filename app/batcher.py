@@ -7,6 +7,8 @@ batches bounded by a size, a token budget that counts padding, and a short wait.
   texts closest to it in length (little padding), within ``max_batch_size`` and
   ``max_batch_tokens`` (batch size x longest text).
 * It leaves when full, or ``max_wait_ms`` after its oldest text arrived.
+* In the model it may become several calls of similar lengths, where the padding saved
+  pays for the extra calls (:mod:`app.grouping`).
 * Texts whose request is gone (client disconnected, timed out) are dropped before they
   cost compute; results are never set on a future that was cancelled.
 * The model runs in a worker thread, off the event loop. A failing batch fails its own
@@ -27,6 +29,7 @@ from tokenizers import Encoding
 from app.config import Settings
 from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
+from app.grouping import plan_calls
 from app.metrics import Metrics
 
 log = logging.getLogger("rankrm.batcher")
@@ -62,6 +65,8 @@ class Batcher:
         self.max_batch_tokens = settings.max_batch_tokens
         self.max_wait_s = settings.max_wait_ms / 1000
         self.max_queue = settings.max_queue
+        overhead = settings.split_overhead_tokens
+        self.split_overhead_tokens = float("inf") if overhead is None else overhead
         self.metrics = metrics
         self._pending: list[_Item] = []
         self._arrival = asyncio.Event()
@@ -141,11 +146,8 @@ class Batcher:
             started = time.monotonic()
             self._busy = True
             try:
-                raw = await loop.run_in_executor(
-                    self._executor, self.engine.run, [item.encoding for item in batch]
-                )
-                if len(raw) != len(batch):
-                    raise RuntimeError(f"engine returned {len(raw)} rewards for {len(batch)}")
+                calls = plan_calls([item.tokens for item in batch], self.split_overhead_tokens)
+                raw = await loop.run_in_executor(self._executor, self._run, batch, calls)
             except Exception:
                 log.exception("a batch of %d texts failed", len(batch))
                 self.metrics.batch_failures.inc()
@@ -157,7 +159,7 @@ class Batcher:
             finally:
                 self._busy = False
             finished = time.monotonic()
-            self._record(batch, started, finished)
+            self._record(batch, calls, started, finished)
             for item, value in zip(batch, raw, strict=True):
                 if not item.future.done():  # cancelled while it ran: nobody to tell
                     item.future.set_result(
@@ -165,6 +167,17 @@ class Batcher:
                             float(value), started - item.enqueued, finished - started, len(batch)
                         )
                     )
+
+    def _run(self, batch: list[_Item], calls: list[list[int]]) -> list[float]:
+        """Score ``batch`` in the worker thread, one model call per group of ``calls``."""
+        raw = [0.0] * len(batch)
+        for call in calls:
+            values = self.engine.run([batch[i].encoding for i in call])
+            if len(values) != len(call):
+                raise RuntimeError(f"engine returned {len(values)} rewards for {len(call)}")
+            for i, value in zip(call, values, strict=True):
+                raw[i] = float(value)
+        return raw
 
     async def _wait_for_mates(self) -> None:
         """Wait until a batch is full or the oldest text has waited ``max_wait``."""
@@ -210,12 +223,15 @@ class Batcher:
         self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
         return batch
 
-    def _record(self, batch: list[_Item], started: float, finished: float) -> None:
-        width = max(item.tokens for item in batch)
+    def _record(
+        self, batch: list[_Item], calls: list[list[int]], started: float, finished: float
+    ) -> None:
+        padded = sum(len(call) * max(batch[i].tokens for i in call) for call in calls)
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * (finished - started)
         self.metrics.batch_size.observe(len(batch))
-        self.metrics.batch_tokens.observe(width * len(batch))
-        self.metrics.batch_padding.observe(1 - sum(i.tokens for i in batch) / (width * len(batch)))
+        self.metrics.batch_calls.observe(len(calls))
+        self.metrics.batch_tokens.observe(padded)
+        self.metrics.batch_padding.observe(1 - sum(i.tokens for i in batch) / padded)
         self.metrics.inference_seconds.observe(finished - started)
         for item in batch:
             self.metrics.queue_seconds.observe(started - item.enqueued)

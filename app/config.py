@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         0.5, ge=0, le=1000, description="Longest wait for batch-mates after the first text."
     )
+    split_overhead_tokens: float | None = Field(
+        None,
+        ge=0,
+        description="What one model call costs, in padded tokens: a batch is split into "
+        "calls of similar lengths where the padding saved outweighs the extra calls. "
+        "Default: measured at start-up; a huge value never splits.",
+    )
     max_queue: int = Field(
         2048, ge=1, description="Texts waiting at most; past it requests get 429 at once."
     )
@@ -51,6 +58,14 @@ class Settings(BaseSettings):
         description="Accepted keys (comma-separated in RANKRM_API_KEYS); empty: no auth.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(
+        False, description="One log line per request (off: /metrics counts them)."
+    )
+    otel: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry spans and metrics (off: the check costs "
+        "about 5 % of the event loop per request; Prometheus /metrics is always on).",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -6,15 +6,18 @@ production one (onnxruntime), tests may hand in another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Encoding
 
 from app.config import Settings
+from rankrm.encoding import Batch
 from rankrm.runtime import OnnxRewardModel
 
+NEVER_SPLIT = 1e9  # a call overhead no padding saving can beat
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -38,6 +41,10 @@ class Engine(Protocol):
 
     def info(self) -> dict[str, Any]:
         """What ``GET /info`` shows about the model."""
+        ...
+
+    def call_overhead_tokens(self) -> float:
+        """What one model call costs beyond its tokens, in padded tokens (see grouping)."""
         ...
 
 
@@ -81,8 +88,35 @@ class OnnxEngine:
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return self.model.normalize(raw)
 
+    def call_overhead_tokens(self) -> float:
+        """Measured now on dummy batches (which also warms the session up): one short text
+        against ``8 x T`` tokens, read as ``a + b * tokens``; the answer is ``2 a / b``.
+
+        Twice the intercept, because in the service a call also waits for the GIL and wakes
+        onnxruntime's threads, which back-to-back runs here do not see (A/B runs in
+        docs/benchmarks.md: the plain intercept split too eagerly and lost on short texts)."""
+        width = min(64, self.max_length)
+
+        def best_of(runs: int, n: int, t: int) -> float:
+            ones = np.ones((n, t), dtype=np.int64)
+            batch = Batch(ones * self.model.pad_token_id, ones, ones * 0)
+            return min(_timed(lambda: self.model.run(batch)) for _ in range(runs))
+
+        best_of(2, 8, width)  # warm-up
+        small, large = best_of(9, 1, 8), best_of(5, 8, width)
+        per_token = (large - small) / (8 * width - 8)
+        if per_token <= 0:  # tokens look free: never split
+            return NEVER_SPLIT
+        return 2 * max(0.0, (small - 8 * per_token) / per_token)
+
     def info(self) -> dict[str, Any]:
         manifest = self.manifest.__dict__.copy()
         manifest["normalization"] = self.manifest.normalization.__dict__
         manifest["providers"] = self.model.session.get_providers()
         return manifest
+
+
+def _timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started

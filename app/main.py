@@ -113,6 +113,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """The service. ``engine`` defaults to the ONNX model in ``settings.model_dir``."""
     settings = settings or Settings()
     engine = engine or OnnxEngine.from_settings(settings)
+    if settings.split_overhead_tokens is None:
+        settings = settings.model_copy(
+            update={"split_overhead_tokens": engine.call_overhead_tokens()}
+        )
     metrics = Metrics.create()
     state = ServiceState(settings, engine, Batcher(engine, settings, metrics), metrics)
 
@@ -131,6 +135,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         version=__version__,
         summary="Rewards, preferences and rankings from a reward model trained on rankings.",
         lifespan=lifespan,
+        telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
     )
     app.state.service = state
     install_error_handlers(app)

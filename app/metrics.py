@@ -23,6 +23,7 @@ class Metrics:
     inference_seconds: Histogram
     tokenize_seconds: Histogram
     batch_size: Histogram
+    batch_calls: Histogram
     batch_tokens: Histogram
     batch_padding: Histogram
     batch_failures: Counter
@@ -64,9 +65,15 @@ class Metrics:
             batch_size=Histogram(
                 "rankrm_batch_size", "Texts per batch", buckets=_SIZES, registry=r
             ),
+            batch_calls=Histogram(
+                "rankrm_batch_model_calls",
+                "Model calls per batch (split by length where padding costs more than a call)",
+                buckets=(1, 2, 3, 4, 6, 8, 16),
+                registry=r,
+            ),
             batch_tokens=Histogram(
                 "rankrm_batch_tokens",
-                "Tokens per batch, padding included",
+                "Tokens per batch, padding included (summed over its calls)",
                 buckets=tuple(64 * 2**i for i in range(10)),
                 registry=r,
             ),

@@ -42,6 +42,7 @@ async def info(request: Request) -> dict[str, Any]:
         "max_batch_size": s.max_batch_size,
         "max_batch_tokens": s.max_batch_tokens,
         "max_wait_ms": s.max_wait_ms,
+        "split_overhead_tokens": s.split_overhead_tokens,
         "max_queue": s.max_queue,
         "max_length_tokens": state.engine.max_length,
     }

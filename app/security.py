@@ -10,7 +10,7 @@ from app.errors import ErrorKind, ServiceError
 from app.scoring import ServiceState
 
 
-def service_state(request: Request) -> ServiceState:
+async def service_state(request: Request) -> ServiceState:
     """The state ``create_app`` built; 503 until the model is loaded and the worker runs."""
     state: ServiceState = request.app.state.service
     if not state.ready or not state.batcher.running:
@@ -25,7 +25,7 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """With keys configured, accept ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
     keys = request.app.state.service.settings.api_keys
     if not keys:

@@ -507,6 +507,15 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    split_overhead_tokens: Annotated[
+        float | None,
+        typer.Option(
+            help="Cost of one model call in padded tokens: batches are split into calls of "
+            "similar lengths where that saves more padding (env RANKRM_SPLIT_OVERHEAD_TOKENS; "
+            "default measured at start-up; 1e9 never splits)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     max_queue: Annotated[
         int | None,
         typer.Option(
@@ -576,6 +585,21 @@ def serve(
         str | None,
         typer.Option(help="debug, info, warning or error (env RANKRM_LOG_LEVEL; default info)."),
     ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per request (env RANKRM_ACCESS_LOG; default off: /metrics "
+            "counts requests by endpoint and status).",
+        ),
+    ] = None,
+    otel: Annotated[
+        bool | None,
+        typer.Option(
+            "--otel/--no-otel",
+            help="FastAPI's native OpenTelemetry spans and metrics (env RANKRM_OTEL; default off).",
+        ),
+    ] = None,
 ) -> None:
     """Serve rewards, preferences and rankings over HTTP with dynamic batching.
 
@@ -608,6 +632,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
 

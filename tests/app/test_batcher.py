@@ -59,6 +59,15 @@ def test_similar_lengths_share_a_batch() -> None:
     assert sorted(sorted(b) for b in batches) == [[10, 11, 12], [100, 101, 102]]
 
 
+def test_a_batch_of_spread_lengths_runs_as_calls_of_similar_lengths() -> None:
+    calls = asyncio.run(scored(make(split_overhead_tokens=20), [10, 100, 11, 101, 12, 102]))
+    assert sorted(sorted(c) for c in calls) == [[10, 11, 12], [100, 101, 102]]
+
+
+def test_without_a_call_overhead_a_batch_is_one_call() -> None:
+    assert asyncio.run(scored(make(), [10, 100, 11, 101])) == [[10, 11, 100, 101]]  # by length
+
+
 def test_the_oldest_text_is_always_in_the_next_batch() -> None:
     batches = asyncio.run(scored(make(max_batch_size=2), [50, 10, 10, 10, 10]))
     assert 50 in batches[0]

@@ -139,10 +139,12 @@ def test_operational_endpoints(server: Server) -> None:
         info["model"]["normalization"]["offset"]
     )
     assert info["limits"]["max_items"] == 512
+    assert info["limits"]["split_overhead_tokens"] >= 0  # measured at start-up
     httpx.post(f"{server.url}/score", json={"texts": ["good"]})
     metrics = httpx.get(f"{server.url}/metrics").text
     for name in ("rankrm_requests_total", "rankrm_queue_size", "rankrm_batch_size_bucket",
                  "rankrm_batch_tokens_bucket", "rankrm_queue_seconds_bucket",
+                 "rankrm_batch_model_calls_bucket",
                  "rankrm_inference_seconds_bucket"):  # fmt: skip
         assert name in metrics
     assert 'rankrm_requests_total{endpoint="/score",status="200"}' in metrics

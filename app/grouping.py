@@ -1,0 +1,51 @@
+"""Split one batch into model calls of similar lengths when the padding saved pays for the
+extra calls.
+
+A padded call of ``n`` texts, the longest ``t`` tokens, costs about ``overhead + n * t``
+token-times (measured on this machine for MiniLM int8: 0.4 ms a call plus 0.042 ms per
+padded token, so one call costs what about 10 tokens do). Twenty texts of 10 to 60 tokens
+padded together cost 1,210; the same texts in four calls by length cost about 700. The
+plan below is the exact minimum of that cost: texts sorted by length, cut into contiguous
+runs, by dynamic programming over the distinct lengths (texts of equal length never gain
+from being apart), vectorised so a plan takes microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def plan_calls(lengths: Sequence[int], overhead_tokens: float) -> list[list[int]]:
+    """Indices into ``lengths`` grouped into model calls, shortest texts first.
+
+    Minimises ``sum(overhead_tokens + len(group) * max(lengths in group))``. An infinite
+    overhead keeps one call; zero gives one call per distinct length.
+    """
+    if not lengths:
+        return []
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    if not np.isfinite(overhead_tokens):
+        return [order]
+    distinct, counts = np.unique(np.asarray(lengths, dtype=np.float64), return_counts=True)
+    before = np.concatenate([[0], np.cumsum(counts)])  # texts shorter than distinct[j]
+    size = len(distinct)
+    best = np.zeros(size + 1)  # best[j]: cheapest plan for the texts shorter than distinct[j]
+    cut = np.zeros(size + 1, dtype=np.int64)  # where the last call of that plan starts
+    for j in range(1, size + 1):
+        # Last call covers distinct lengths i..j-1, padded to distinct[j-1].
+        costs = best[:j] + overhead_tokens + (before[j] - before[:j]) * distinct[j - 1]
+        cut[j] = int(np.argmin(costs))
+        best[j] = costs[cut[j]]
+    bounds = []
+    j = size
+    while j > 0:
+        bounds.append((int(before[cut[j]]), int(before[j])))
+        j = int(cut[j])
+    return [order[start:stop] for start, stop in reversed(bounds)]
+
+
+def padded_cost(lengths: Sequence[int], groups: Sequence[Sequence[int]], overhead: float) -> float:
+    """The cost ``plan_calls`` minimises, for a given grouping."""
+    return sum(overhead + len(g) * max(lengths[i] for i in g) for g in groups)
