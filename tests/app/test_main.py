@@ -133,6 +133,9 @@ def test_serve_command_starts_the_service(model_dir: Path) -> None:
             str(model_dir),
             "--port",
             str(port),
+            "--split-overhead-tokens",
+            "25",
+            "--access-log",
         ],
         env=env,
         text=True,
@@ -142,14 +145,17 @@ def test_serve_command_starts_the_service(model_dir: Path) -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, proc)
-        assert httpx.get(f"{url}/info").json()["limits"]["max_items"] == 7  # env applied
+        limits = httpx.get(f"{url}/info").json()["limits"]
+        assert limits["max_items"] == 7  # env applied
+        assert limits["split_overhead_tokens"] == 25  # flag applied, nothing measured
         assert httpx.post(f"{url}/score", json={"texts": ["good"]}).status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert '"POST /score HTTP/1.1" 200' in proc.communicate()[0]  # --access-log
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+            proc.communicate()
 
 
 @pytest.mark.parametrize("module", ["app", "app.main", "app.client", "app.engine"])
