@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,8 @@ from app.errors import ErrorKind, error_response, install_error_handlers
 from app.metrics import Metrics
 from app.scoring import ServiceState
 from rankrm import __version__
+
+log = logging.getLogger("rankrm.service")
 
 _OPEN = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc"}
 
@@ -114,9 +117,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings()
     engine = engine or OnnxEngine.from_settings(settings)
     if settings.split_overhead_tokens is None:
-        settings = settings.model_copy(
-            update={"split_overhead_tokens": engine.call_overhead_tokens()}
-        )
+        overhead = engine.call_overhead_tokens()
+        log.info("one model call costs about %.1f padded tokens (measured)", overhead)
+        settings = settings.model_copy(update={"split_overhead_tokens": overhead})
     metrics = Metrics.create()
     state = ServiceState(settings, engine, Batcher(engine, settings, metrics), metrics)
 
