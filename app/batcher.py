@@ -29,7 +29,7 @@ from tokenizers import Encoding
 from app.config import Settings
 from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
-from app.grouping import plan_calls
+from app.grouping import padded_cost, plan_calls
 from app.metrics import Metrics
 
 log = logging.getLogger("rankrm.batcher")
@@ -226,12 +226,13 @@ class Batcher:
     def _record(
         self, batch: list[_Item], calls: list[list[int]], started: float, finished: float
     ) -> None:
-        padded = sum(len(call) * max(batch[i].tokens for i in call) for call in calls)
+        lengths = [item.tokens for item in batch]
+        padded = padded_cost(lengths, calls, overhead=0)
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * (finished - started)
         self.metrics.batch_size.observe(len(batch))
         self.metrics.batch_calls.observe(len(calls))
         self.metrics.batch_tokens.observe(padded)
-        self.metrics.batch_padding.observe(1 - sum(i.tokens for i in batch) / padded)
+        self.metrics.batch_padding.observe(1 - sum(lengths) / padded)
         self.metrics.inference_seconds.observe(finished - started)
         for item in batch:
             self.metrics.queue_seconds.observe(started - item.enqueued)
