@@ -32,6 +32,17 @@ _MIN_OUTPUTS = 16  # narrower products (the reward head) stay in float
 _MIN_TABLE_ROWS = 1000  # embedding tables this large are stored as int8
 
 
+def symmetric_int8(
+    values: np.ndarray, axis: int, keepdims: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """int8 in [-127, 127] with one scale per slice along ``axis`` (max |value| / 127; an
+    all-zero slice gets scale 1)."""
+    scale = np.abs(values).max(axis=axis, keepdims=keepdims) / 127.0
+    scale[scale == 0] = 1.0
+    quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+    return quantized, scale
+
+
 def quantize_per_token(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Rewrite ``model`` in place; returns it and how many MatMuls and tables it quantised."""
     graph = model.graph
@@ -52,9 +63,7 @@ def quantize_per_token(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         count += 1
         prefix = f"pt{count}"
         w = numpy_helper.to_array(weight).astype(np.float32)  # (K, N)
-        w_scale = np.abs(w).max(axis=0) / 127.0  # (N,)
-        w_scale[w_scale == 0] = 1.0
-        w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)  # (K, N)
+        w_q, w_scale = symmetric_int8(w, axis=0)  # (K, N), (N,): one scale per output channel
         graph.initializer.extend(
             [
                 numpy_helper.from_array(w_q, f"{prefix}_w_q"),
@@ -118,9 +127,7 @@ def _quantized_lookup(
     if axis != 0:
         return [node]
     values = numpy_helper.to_array(table).astype(np.float32)  # (V, H)
-    scale = np.abs(values).max(axis=1, keepdims=True) / 127.0  # (V, 1)
-    scale[scale == 0] = 1.0
-    quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)  # (V, H)
+    quantized, scale = symmetric_int8(values, axis=1, keepdims=True)  # (V, H), (V, 1): per row
     graph.initializer.extend(
         [
             numpy_helper.from_array(quantized, f"{prefix}_table_q"),
