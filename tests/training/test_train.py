@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from safetensors.torch import load_file
 from training.config import TrainConfig
 from training.data import load_lists
 from training.evaluate import evaluate_lists
-from training.model import load_reward_model
+from training.model import latest_checkpoint, load_reward_model
 from training.train import epoch_batches, train
 
 POSITIVE = ["good", "great", "love", "best", "happy", "nice"]
@@ -142,6 +143,18 @@ def cli_args(cfg: TrainConfig, out: Path) -> list[str]:
     ]
 
 
+def saved_step(out: Path) -> int:
+    """The step of the checkpoint ``--resume`` would read (``last/``, or ``last.old/`` when
+    a save was caught between its two renames); -1 before the first save."""
+    folder = latest_checkpoint(out / "last")
+    if folder is None:
+        return -1
+    try:
+        return int(json.loads((folder / "trainer_state.json").read_text())["step"])
+    except FileNotFoundError:  # renamed away while being read
+        return -1
+
+
 def test_resume_after_kill_matches_an_uninterrupted_run(
     tiny_backbone: Path, tmp_path: Path
 ) -> None:
@@ -149,16 +162,16 @@ def test_resume_after_kill_matches_an_uninterrupted_run(
     killed_out, whole_out = tmp_path / "killed", tmp_path / "whole"
 
     proc = run_cli(cli_args(cfg, killed_out))
-    state_file = killed_out / "last" / "trainer_state.json"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if state_file.is_file() and json.loads(state_file.read_text())["step"] >= 30:
-            break
+    while time.monotonic() < deadline and saved_step(killed_out) < 30:
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # may land mid-swap of last/: resume must cope
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = json.loads(state_file.read_text())["step"]
+    killed_at = saved_step(killed_out)
+    if (killed_out / "last").is_dir():  # always take the harder path: killed between renames
+        shutil.rmtree(killed_out / "last.old", ignore_errors=True)
+        (killed_out / "last").rename(killed_out / "last.old")
     assert 30 <= killed_at < 300, "the run should be killed part-way"
     with (killed_out / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 9')  # as if killed in the middle of a line
@@ -169,6 +182,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(
         output = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, output
 
+    assert not (killed_out / "last.old").exists(), "the resumed run's first save cleans up"
     got = load_file(killed_out / "last" / "model.safetensors")
     want = load_file(whole_out / "last" / "model.safetensors")
     # Bit for bit: with one thread and parameters in storage of their own (see
