@@ -1,8 +1,9 @@
 """Dynamic batching: one worker owns the model; requests' texts queue up and leave in
 batches bounded by a size, a token budget that counts padding, and a short wait.
 
-* Admission is checked without waiting: texts beyond ``max_queue`` are refused at once
-  (429), so nothing hangs.
+* Admission is checked without waiting: texts beyond ``max_queue``, or beyond what the
+  model can work through in ``max_queue_wait_s`` at its measured speed, are refused at
+  once (429), so nothing hangs and what is admitted finishes within its deadline.
 * A batch is anchored on the oldest waiting text (nothing starves) and filled with the
   texts closest to it in length (little padding), within ``max_batch_size`` and
   ``max_batch_tokens`` (batch size x longest text).
@@ -24,13 +25,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tokenizers import Encoding
-
 from app.config import Settings
 from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
 from app.grouping import padded_cost, plan_calls
 from app.metrics import Metrics
+from rankrm.encoding import Tokens
 
 log = logging.getLogger("rankrm.batcher")
 
@@ -47,7 +47,7 @@ class Scored:
 
 @dataclass
 class _Item:
-    encoding: Encoding
+    encoding: Tokens
     future: asyncio.Future[Scored]
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -65,6 +65,7 @@ class Batcher:
         self.max_batch_tokens = settings.max_batch_tokens
         self.max_wait_s = settings.max_wait_ms / 1000
         self.max_queue = settings.max_queue
+        self.max_queue_wait_s = settings.queue_wait_limit_s
         overhead = settings.split_overhead_tokens
         self.split_overhead_tokens = float("inf") if overhead is None else overhead
         self.metrics = metrics
@@ -73,6 +74,8 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankrm-model")
         self._recent_batch_s = 0.05  # for Retry-After estimates
+        self._queued_tokens = 0  # tokens of the texts in _pending
+        self._s_per_token = 0.0  # measured: model seconds per padded token (moving average)
         self._busy = False  # a batch is in the model
         self._closing = False
 
@@ -102,6 +105,7 @@ class Batcher:
             if not item.future.done():
                 item.future.set_exception(ServiceError(ErrorKind.NOT_READY, "shutting down"))
         self._pending.clear()
+        self._queued_tokens = 0
         self._executor.shutdown(wait=True)
 
     # ----------------------------------------------------------------- admission
@@ -110,22 +114,40 @@ class Batcher:
         """Texts waiting for a batch."""
         return len(self._pending)
 
-    def submit(self, encodings: list[Encoding]) -> list[asyncio.Future[Scored]]:
-        """Queue texts; raises OVERLOADED at once if they do not fit."""
+    def expected_wait_s(self, extra_tokens: int = 0) -> float:
+        """How long the queue (plus ``extra_tokens``) takes the model, at its measured speed."""
+        return (self._queued_tokens + extra_tokens) * self._s_per_token
+
+    def refusal(self, texts: int = 0, tokens: int = 0) -> ServiceError | None:
+        """Why ``texts`` more texts (``tokens`` in all) cannot be queued now, or None.
+        With no texts given: whether the queue is full already (checked before a request's
+        body is even read)."""
         if not self.running or self._closing:
-            raise ServiceError(ErrorKind.NOT_READY, "the model worker is not running")
-        if len(self._pending) + len(encodings) > self.max_queue:
-            batches_ahead = len(self._pending) / self.max_batch_size + 1
-            raise ServiceError(
-                ErrorKind.OVERLOADED,
-                f"queue full ({len(self._pending)} texts waiting, limit {self.max_queue}); "
-                "retry later",
-                retry_after=batches_ahead * self._recent_batch_s,
+            return ServiceError(ErrorKind.NOT_READY, "the model worker is not running")
+        waiting = len(self._pending)
+        wait_s = self.expected_wait_s(tokens)
+        if waiting + max(texts, 1) > self.max_queue:
+            reason = f"queue full ({waiting} texts waiting, limit {self.max_queue})"
+        elif wait_s > self.max_queue_wait_s:
+            reason = (
+                f"queue full (about {wait_s:.1f}s of work waiting, limit "
+                f"{self.max_queue_wait_s:g}s)"
             )
+        else:
+            return None
+        retry_after = max(self._recent_batch_s, wait_s - self.max_queue_wait_s)
+        return ServiceError(ErrorKind.OVERLOADED, f"{reason}; retry later", retry_after=retry_after)
+
+    def submit(self, encodings: list[Tokens]) -> list[asyncio.Future[Scored]]:
+        """Queue texts; raises OVERLOADED at once if they do not fit."""
+        refused = self.refusal(len(encodings), sum(len(e.ids) for e in encodings))
+        if refused is not None:
+            raise refused
         loop = asyncio.get_running_loop()
         items = [_Item(encoding, loop.create_future()) for encoding in encodings]
         self._pending.extend(items)
-        self.metrics.queue_size.set(len(self._pending))
+        self._queued_tokens += sum(item.tokens for item in items)
+        self._gauge()
         self._arrival.set()
         return [item.future for item in items]
 
@@ -140,7 +162,7 @@ class Batcher:
                 continue
             await self._wait_for_mates()
             batch = self._take_batch()
-            self.metrics.queue_size.set(len(self._pending))
+            self._gauge()
             if not batch:
                 continue
             started = time.monotonic()
@@ -197,6 +219,7 @@ class Batcher:
         self._pending = [item for item in self._pending if not item.future.done()]
         if len(self._pending) != before:
             self.metrics.dropped_texts.inc(before - len(self._pending))
+            self._queued_tokens = sum(item.tokens for item in self._pending)
 
     def _take_batch(self) -> list[_Item]:
         """The oldest text plus the texts nearest to it in length, within both budgets."""
@@ -221,7 +244,12 @@ class Batcher:
         taken = set(chosen)
         batch = [self._pending[i] for i in sorted(chosen)]
         self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
+        self._queued_tokens -= sum(item.tokens for item in batch)
         return batch
+
+    def _gauge(self) -> None:
+        self.metrics.queue_size.set(len(self._pending))
+        self.metrics.queue_wait_estimate.set(self.expected_wait_s())
 
     def _record(
         self, batch: list[_Item], calls: list[list[int]], started: float, finished: float
@@ -229,6 +257,10 @@ class Batcher:
         lengths = [item.tokens for item in batch]
         padded = padded_cost(lengths, calls, overhead=0)
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * (finished - started)
+        per_token = (finished - started) / padded
+        self._s_per_token = (
+            per_token if not self._s_per_token else (0.8 * self._s_per_token + 0.2 * per_token)
+        )
         self.metrics.batch_size.observe(len(batch))
         self.metrics.batch_calls.observe(len(calls))
         self.metrics.batch_tokens.observe(padded)

@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         2048, ge=1, description="Texts waiting at most; past it requests get 429 at once."
     )
+    max_queue_wait_s: float | None = Field(
+        None,
+        gt=0,
+        description="Model time the queue may hold, at the measured speed; past it requests "
+        "get 429 at once, so what is admitted is answered within the deadline. "
+        "Default: a third of request_timeout_s.",
+    )
+    max_inflight_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of request bodies held at once (read, parsed, queued); past it "
+        "requests get 429 at once. Bounds memory: see docs/hardening.md.",
+    )
     # limits
     max_items: int = Field(512, ge=1, description="Texts (or pairs, candidates) per request.")
     max_text_chars: int = Field(100_000, ge=1, description="Characters per prompt or text.")
@@ -67,6 +80,11 @@ class Settings(BaseSettings):
         "about 5 % of the event loop per request; Prometheus /metrics is always on).",
     )
 
+    @property
+    def queue_wait_limit_s(self) -> float:
+        """``max_queue_wait_s``, or its default: a third of the request deadline."""
+        return self.max_queue_wait_s or self.request_timeout_s / 3
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -82,4 +100,15 @@ class Settings(BaseSettings):
             raise ValueError("max_batch_tokens must be at least max_batch_size")
         if self.max_queue < self.max_items:
             raise ValueError("max_queue must hold at least one full request (max_items texts)")
+        if self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) must hold at least one "
+                f"request body of max_body_bytes ({self.max_body_bytes}); raise it or lower "
+                "max_body_bytes"
+            )
+        if self.max_queue_wait_s is not None and self.max_queue_wait_s >= self.request_timeout_s:
+            raise ValueError(
+                f"max_queue_wait_s ({self.max_queue_wait_s:g}) must be below "
+                f"request_timeout_s ({self.request_timeout_s:g}), or admitted requests time out"
+            )
         return self

@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from tokenizers import Encoding
 
 from app.config import Settings
-from rankrm.encoding import Batch
+from rankrm.encoding import Batch, Tokens
 from rankrm.runtime import OnnxRewardModel
 
 NEVER_SPLIT = 1e9  # a call overhead no padding saving can beat
@@ -27,11 +26,11 @@ class Engine(Protocol):
     name: str
     max_length: int
 
-    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Encoding]:
+    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Tokens]:
         """Token ids of each input, truncated to ``max_length``."""
         ...
 
-    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+    def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
         """Raw rewards ``(N,)`` of one batch (padded to its longest input)."""
         ...
 
@@ -79,10 +78,10 @@ class OnnxEngine:
         )
         return cls(model)
 
-    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Encoding]:
+    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Tokens]:
         return self.model.encode(prompts, responses)
 
-    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+    def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
         return self.model.run_encodings(encodings)
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:

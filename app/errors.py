@@ -6,6 +6,7 @@
     ├── kind EMPTY_INPUT       400  nothing to score
     ├── kind INVALID_JSON      400  the body is not JSON
     ├── kind UNAUTHORIZED      401  missing or wrong API key
+    ├── kind BODY_TIMEOUT      408  the request body did not arrive within the deadline
     ├── kind TOO_LARGE         413  body or item count over the limit
     ├── kind INVALID_REQUEST   422  a field is wrong (the message names it)
     ├── kind TEXT_TOO_LONG     422  over max_length tokens with truncate=false
@@ -21,7 +22,9 @@ Every error body is ``{"error": <message>, "error_type": <kind>}``.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +42,7 @@ class ErrorKind(StrEnum):
     EMPTY_INPUT = "empty_input"
     INVALID_JSON = "invalid_json"
     UNAUTHORIZED = "unauthorized"
+    BODY_TIMEOUT = "body_timeout"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TOO_LARGE = "too_large"
@@ -56,6 +60,7 @@ STATUS = {
     ErrorKind.EMPTY_INPUT: 400,
     ErrorKind.INVALID_JSON: 400,
     ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.BODY_TIMEOUT: 408,
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.METHOD_NOT_ALLOWED: 405,
     ErrorKind.TOO_LARGE: 413,
@@ -80,10 +85,20 @@ class ServiceError(Exception):
         self.retry_after = retry_after
 
 
+class AsciiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error message may quote what the
+    client sent (a field name, a role), and that may not be encodable as UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(kind: ErrorKind, message: str, retry_after: float | None = None) -> JSONResponse:
     """The JSON body and status of an error."""
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
-    return JSONResponse(
+    headers = None
+    if retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    return AsciiJSON(
         {"error": message, "error_type": kind.value}, status_code=STATUS[kind], headers=headers
     )
 

@@ -14,7 +14,8 @@ from app import ops, routes
 from app.batcher import Batcher
 from app.config import Settings
 from app.engine import Engine, OnnxEngine
-from app.errors import ErrorKind, error_response, install_error_handlers
+from app.errors import install_error_handlers
+from app.intake import Intake
 from app.metrics import Metrics
 from app.scoring import ServiceState
 from rankrm import __version__
@@ -22,48 +23,6 @@ from rankrm import __version__
 log = logging.getLogger("rankrm.service")
 
 _OPEN = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc"}
-
-
-class BodyLimit:
-    """413 for bodies over ``limit`` bytes, by Content-Length or while streaming in."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            ErrorKind.TOO_LARGE, f"request body over the {self.limit}-byte limit"
-        )
-        await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class JsonBodies:
@@ -92,7 +51,7 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
-        status = 500
+        status = 499  # no answer started: the client left first
 
         async def recording(message: Message) -> None:
             nonlocal status
@@ -102,6 +61,9 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, recording)
+        except BaseException:
+            status = 500
+            raise
         finally:
             path = scope["path"]
             endpoint = path if path in _KNOWN else "other"
@@ -145,6 +107,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(routes.router)
     app.include_router(ops.router)
     app.add_middleware(JsonBodies)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Intake, state=state)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

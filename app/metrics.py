@@ -28,6 +28,9 @@ class Metrics:
     batch_padding: Histogram
     batch_failures: Counter
     dropped_texts: Counter
+    inflight_bytes: Gauge
+    inflight_bytes_limit: Gauge
+    queue_wait_estimate: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -89,6 +92,19 @@ class Metrics:
             dropped_texts=Counter(
                 "rankrm_dropped_texts",
                 "Texts dropped before scoring because their request was gone",
+                registry=r,
+            ),
+            inflight_bytes=Gauge(
+                "rankrm_inflight_bytes", "Bytes of request bodies held now", registry=r
+            ),
+            inflight_bytes_limit=Gauge(
+                "rankrm_inflight_bytes_limit",
+                "Bytes of request bodies held at most (past it: 429)",
+                registry=r,
+            ),
+            queue_wait_estimate=Gauge(
+                "rankrm_queue_wait_estimate_seconds",
+                "Model time the queued texts need, at the measured speed",
                 registry=r,
             ),
         )

@@ -5,9 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-Prompt = StrictStr | list[dict[str, StrictStr]] | None
+from rankrm.encoding import find_unicode_problem, unicode_problem
+
+
+def _valid_unicode(text: str) -> str:
+    problem = unicode_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
+"""A string that is valid Unicode: lone surrogates are refused with the field named
+(see ``rankrm.encoding``); every text field of every request is one."""
+
+Prompt = Text | list[dict[Text, Text]] | None
 
 
 class Strict(BaseModel):
@@ -29,13 +43,13 @@ class Item(Strict):
     """A response to a prompt (the prompt may be chat messages)."""
 
     prompt: Prompt = None
-    response: StrictStr
+    response: Text
 
 
 class ScoreRequest(Options):
     """Either ``texts`` or ``items``."""
 
-    texts: list[StrictStr] | None = None
+    texts: list[Text] | None = None
     items: list[Item] | None = None
 
     @model_validator(mode="after")
@@ -76,8 +90,8 @@ class Pair(Strict):
     """Two responses to the same (optional) prompt."""
 
     prompt: Prompt = None
-    a: StrictStr
-    b: StrictStr
+    a: Text
+    b: Text
 
 
 class CompareRequest(Options):
@@ -108,7 +122,7 @@ class RankRequest(Options):
     """Candidates for one prompt (best-of-n, rejection sampling)."""
 
     prompt: Prompt = None
-    candidates: list[StrictStr]
+    candidates: list[Text]
 
 
 class Ranked(BaseModel):
@@ -133,9 +147,16 @@ class GetRewardRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    query: list[StrictStr]
-    prompts: list[StrictStr] | None = None
+    query: list[Text]
+    prompts: list[Text] | None = None
     labels: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _labels_unicode(self) -> GetRewardRequest:
+        problem = find_unicode_problem(self.labels, "labels")
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class GetRewardResponse(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,9 +17,10 @@ from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
 from app.metrics import Metrics
 from app.schemas import Prompt, Timings, Usage
-from rankrm.encoding import render_messages
+from rankrm.encoding import Tokens, render_messages
 
-_INLINE_TOKENIZE = 16  # tokenise larger requests in a thread, off the event loop
+_INLINE_CHARS = 2048  # tokenised on the event loop up to this many characters (< 1 ms)
+_SLICE_CHARS = 256 * 1024  # larger requests: in a thread, a slice of about this many at a time
 
 
 @dataclass
@@ -31,6 +32,9 @@ class ServiceState:
     batcher: Batcher
     metrics: Metrics
     ready: bool = False
+    tokenizing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    tokenizer_backlog_chars: int = 0  # characters admitted for tokenisation, not yet done
+    s_per_char: float = 0.0  # measured tokenisation speed (moving average)
 
 
 @dataclass
@@ -67,12 +71,66 @@ def check_inputs(
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         if not response.strip():
             raise ServiceError(ErrorKind.INVALID_REQUEST, f"{names[i]}: empty text")
-        for text, field in ((response, names[i]), (prompt or "", f"{names[i]} prompt")):
+        for text, name in ((response, names[i]), (prompt or "", f"{names[i]} prompt")):
             if len(text) > settings.max_text_chars:
                 raise ServiceError(
                     ErrorKind.TOO_LARGE,
-                    f"{field}: {len(text)} characters; the limit is {settings.max_text_chars}",
+                    f"{name}: {len(text)} characters; the limit is {settings.max_text_chars}",
                 )
+
+
+def slices(sizes: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, end)`` ranges whose sizes add up to about ``budget`` at most
+    (a single larger item is a slice of its own)."""
+    ranges: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > budget:
+            ranges.append((start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        ranges.append((start, len(sizes)))
+    return ranges
+
+
+async def tokenize(
+    state: ServiceState, prompts: Sequence[str | None], responses: Sequence[str]
+) -> list[Tokens]:
+    """Token ids of each input. Small requests are tokenised inline; larger ones in a
+    thread, one slice at a time across the whole service, so nothing proportional to input
+    size runs on the event loop and the tokenizer's transient memory stays bounded."""
+    sizes = [len(r) + len(p or "") for p, r in zip(prompts, responses, strict=True)]
+    total = sum(sizes)
+    if total <= _INLINE_CHARS:
+        return state.engine.encode(prompts, responses)
+    wait_s = (state.tokenizer_backlog_chars + total) * state.s_per_char
+    wait_s += state.batcher.expected_wait_s()
+    limit = state.settings.queue_wait_limit_s
+    if wait_s > limit:
+        raise ServiceError(
+            ErrorKind.OVERLOADED,
+            f"queue full (about {wait_s:.1f}s of tokenisation and model work waiting, "
+            f"limit {limit:g}s); retry later",
+            retry_after=wait_s - limit,
+        )
+    tokens: list[Tokens] = []
+    state.tokenizer_backlog_chars += total
+    try:
+        for start, end in slices(sizes, _SLICE_CHARS):
+            async with state.tokenizing:
+                started = time.monotonic()
+                tokens += await asyncio.to_thread(
+                    state.engine.encode, prompts[start:end], responses[start:end]
+                )
+                chars = sum(sizes[start:end])
+                per_char = (time.monotonic() - started) / chars
+                state.s_per_char = 0.8 * state.s_per_char + 0.2 * per_char
+                state.tokenizer_backlog_chars -= chars
+                total -= chars
+    finally:
+        state.tokenizer_backlog_chars -= total
+    return tokens
 
 
 async def _disconnected(request: Request) -> None:
@@ -100,13 +158,10 @@ async def score(
     """Score inputs through the batcher within the request deadline."""
     started = time.monotonic()
     check_inputs(state.settings, prompts, responses, names)
-    if len(responses) <= _INLINE_TOKENIZE:
-        encodings = state.engine.encode(prompts, responses)
-    else:
-        encodings = await asyncio.to_thread(state.engine.encode, prompts, responses)
+    encodings = await tokenize(state, prompts, responses)
     tokenized = time.monotonic()
     state.metrics.tokenize_seconds.observe(tokenized - started)
-    truncated = [i for i, enc in enumerate(encodings) if enc.overflowing]
+    truncated = [i for i, enc in enumerate(encodings) if enc.truncated]
     if truncated and not truncate:
         i = truncated[0]
         raise ServiceError(

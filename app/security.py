@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from app.errors import ErrorKind, ServiceError
 from app.scoring import ServiceState
@@ -18,25 +20,30 @@ async def service_state(request: Request) -> ServiceState:
     return state
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.headers.get("x-api-key")
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request carries: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
 
 
-async def require_api_key(request: Request) -> None:
-    """With keys configured, accept ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
-    keys = request.app.state.service.settings.api_keys
+def check_key(keys: Sequence[SecretStr], presented: str | None) -> None:
+    """Raise UNAUTHORIZED unless ``presented`` is one of ``keys`` (none configured: open).
+    Compared against every key without stopping early, so timing says nothing."""
     if not keys:
         return
-    presented = _presented_key(request)
     if presented is None:
         raise ServiceError(ErrorKind.UNAUTHORIZED, "missing API key (Authorization: Bearer ...)")
-    given = presented.encode()
-    # Compare against every key without stopping early, so timing says nothing.
+    given = presented.encode("utf-8", "surrogateescape")
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(given, key.get_secret_value().encode())
     if not matched:
         raise ServiceError(ErrorKind.UNAUTHORIZED, "wrong API key")
+
+
+async def require_api_key(request: Request) -> None:
+    """With keys configured, accept ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    keys = request.app.state.service.settings.api_keys
+    headers = request.headers
+    check_key(keys, presented_key(headers.get("authorization"), headers.get("x-api-key")))

@@ -523,6 +523,22 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    max_queue_wait_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Model time the queue may hold before 429, at the measured speed "
+            "(env RANKRM_MAX_QUEUE_WAIT_S; default a third of --request-timeout-s)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    max_inflight_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Bytes of request bodies held at once before 429; bounds memory "
+            "(env RANKRM_MAX_INFLIGHT_BYTES; default 32 MiB)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     max_items: Annotated[
         int | None,
         typer.Option(

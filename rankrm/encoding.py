@@ -10,6 +10,11 @@ way everywhere. The choice, documented once:
 * Without a prompt (or with an empty one) the response is encoded alone.
 * A chat prompt (a list of ``{"role"/"from", "content"/"value"}`` messages) is rendered
   to text by :func:`render_messages` first.
+* Text must be valid Unicode: a lone surrogate (a JSON ``\\ud800``-``\\udfff`` escape that
+  is not half of a high+low pair) is refused where it enters, naming the field
+  (:func:`unicode_problem`, :func:`find_unicode_problem`); it is never silently replaced,
+  since a reward for text other than what was sent is wrong without anyone knowing.
+  Control characters, NUL included, are valid and tokenised as the tokenizer does.
 * Over-long input is truncated with the ``longest_first`` strategy from the ``left`` by
   default: a long prompt loses its oldest turns and keeps the question being answered;
   the side is configurable and stored in the exported manifest.
@@ -19,9 +24,10 @@ Only ``tokenizers`` and ``numpy`` are imported here: the service must not pull t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -41,6 +47,45 @@ _ROLE_ALIASES = {
     "function": "tool",
     "observation": "tool",
 }
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate), or None when it is."""
+    if text.isascii():
+        return None
+    match = _SURROGATE.search(text)
+    if match is None:
+        return None
+    return (
+        f"not valid Unicode: lone surrogate U+{ord(match.group()):04X} at character "
+        f"{match.start()} (a \\ud800-\\udfff escape must be half of a high+low pair)"
+    )
+
+
+def find_unicode_problem(value: Any, where: str = "") -> str | None:
+    """The first lone surrogate in a parsed JSON value (keys included), as
+    ``field[index].key: problem``, or None."""
+    if isinstance(value, str):
+        problem = unicode_problem(value)
+        return f"{where or 'value'}: {problem}" if problem else None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_unicode_problem(item, f"{where}[{index}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            key_problem = unicode_problem(str(key))
+            if key_problem:
+                return f"{where or 'object'}: a key is {key_problem}"
+            found = find_unicode_problem(item, name)
+            if found:
+                return found
+    return None
 
 
 def normalise_role(role: str) -> str:
@@ -111,6 +156,40 @@ def encode(
     return tokenizer.encode_batch(inputs)
 
 
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One input as the model sees it, and nothing more: ``(T,)`` int64 token ids and type
+    ids after truncation, and whether truncation cut it.
+
+    A tokenizers ``Encoding`` of a long text also keeps every overflowing window, with token
+    strings and offsets: about 3 MB for 100,000 characters. The service holds these instead,
+    so what a queued text costs is bounded by ``max_length``, whatever was sent."""
+
+    ids: np.ndarray
+    type_ids: np.ndarray
+    truncated: bool
+
+    @classmethod
+    def of(cls, encoding: Encoding) -> Tokens:
+        """The compact form of one encoding."""
+        return cls(
+            np.asarray(encoding.ids, dtype=np.int64),
+            np.asarray(encoding.type_ids, dtype=np.int64),
+            bool(encoding.overflowing),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class _HasIds(Protocol):
+    @property
+    def ids(self) -> Any: ...
+
+    @property
+    def type_ids(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Batch:
     """Right-padded model input; every array is ``(N, T)`` int64 with T the longest text."""
@@ -120,8 +199,8 @@ class Batch:
     token_type_ids: np.ndarray
 
 
-def pad_batch(encodings: Sequence[Encoding], pad_id: int) -> Batch:
-    """Pad encodings to the longest of them (never to a fixed length)."""
+def pad_batch(encodings: Sequence[_HasIds], pad_id: int) -> Batch:
+    """Pad encodings (or :class:`Tokens`) to the longest of them (never to a fixed length)."""
     if not encodings:
         raise ValueError("cannot pad an empty batch")
     longest = max(len(e.ids) for e in encodings)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from rankrm.encoding import Batch, EncodingSpec, configure_tokenizer, encode, pad_batch
+from rankrm.encoding import Batch, EncodingSpec, Tokens, configure_tokenizer, encode, pad_batch
 from rankrm.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, load_manifest
 
 
@@ -89,9 +89,9 @@ class OnnxRewardModel:
             manifest,
         )
 
-    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Encoding]:
-        """Token ids of each input (the shared contract in ``rankrm.encoding``)."""
-        return encode(self.tokenizer, prompts, responses)
+    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Tokens]:
+        """Token ids of each input (the shared contract in ``rankrm.encoding``), compact."""
+        return [Tokens.of(e) for e in encode(self.tokenizer, prompts, responses)]
 
     def run(self, batch: Batch) -> np.ndarray:
         """Raw rewards ``(N,)`` float32 of one padded batch."""
@@ -104,7 +104,7 @@ class OnnxRewardModel:
         (rewards,) = self.session.run(None, feed)
         return np.asarray(rewards, dtype=np.float32).reshape(-1)
 
-    def run_encodings(self, encodings: Sequence[Encoding]) -> np.ndarray:
+    def run_encodings(self, encodings: Sequence[Tokens | Encoding]) -> np.ndarray:
         """Raw rewards of already-encoded inputs, padded together as one batch."""
         return self.run(pad_batch(encodings, self.pad_token_id))
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rankrm.encoding import render_messages
+from rankrm.encoding import find_unicode_problem, render_messages
 
 DataFormat = Literal["auto", "tsv", "json", "rated"]
 FORMATS: tuple[str, ...] = ("auto", "tsv", "json", "rated")
@@ -233,32 +233,71 @@ def record_to_list(record: Any) -> RankingList:
 # --------------------------------------------------------------------------- files
 
 
+class BadRecord(ValueError):
+    """A record that could not be read (invalid JSON, invalid UTF-8 or Unicode)."""
+
+
+def _decoded(raw: bytes) -> str | BadRecord:
+    """A line's bytes as text, or why they are not UTF-8 (with the column)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadRecord(
+            f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} ({exc.reason})"
+        )
+
+
+def _parsed(text: str) -> Any:
+    """One JSON document, or why it cannot be used: invalid JSON, or a lone surrogate
+    escape in any string (see ``rankrm.encoding.unicode_problem``)."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return BadRecord(f"invalid JSON: {exc.msg} (column {exc.colno})")
+    problem = find_unicode_problem(record)
+    return BadRecord(problem) if problem else record
+
+
 def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
-    """Yield (location, record): ``line N`` for JSON Lines, ``item N`` for a JSON array."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
+    """Yield (location, record or :class:`BadRecord`): ``N`` (the line) for JSON Lines,
+    ``item N`` for a JSON array."""
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"["):
+        text = _decoded(data)
+        if isinstance(text, BadRecord):
+            raise DataError(path, _line_of_bad_byte(data), str(text))
         try:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(path, f"{exc.lineno}", f"invalid JSON: {exc.msg}") from exc
         for index, item in enumerate(items):
-            yield f"item {index}", item
+            problem = find_unicode_problem(item)
+            yield f"item {index}", BadRecord(problem) if problem else item
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
             continue
-        try:
-            yield f"{number}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield f"{number}", exc
+        text = _decoded(raw)
+        yield f"{number}", text if isinstance(text, BadRecord) else _parsed(text)
 
 
-def _tsv_lines(path: Path) -> Iterator[tuple[str, list[str]]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield f"{number}", line.split("\t")
+def _line_of_bad_byte(data: bytes) -> str:
+    """The line holding the first byte that is not UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return str(data[: exc.start].count(b"\n") + 1)
+    return "0"
+
+
+def _tsv_lines(path: Path) -> Iterator[tuple[str, list[str] | BadRecord]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            text = _decoded(raw.rstrip(b"\r\n"))
+            if isinstance(text, BadRecord):
+                yield f"{number}", text
+            elif text.strip():
+                yield f"{number}", text.split("\t")
 
 
 def detect_format(path: Path) -> DataFormat:
@@ -274,7 +313,10 @@ def detect_format(path: Path) -> DataFormat:
             return "json"
         return "json"
     rows = [cols for _, cols in zip(range(50), _tsv_lines(path), strict=False)]
-    if rows and all(len(cols) == 2 and _is_number(cols[0]) for _, cols in rows):
+    if rows and all(
+        not isinstance(cols, BadRecord) and len(cols) == 2 and _is_number(cols[0])
+        for _, cols in rows
+    ):
         return "rated"
     return "tsv"
 
@@ -324,6 +366,9 @@ def load_lists(
     if fmt == "tsv":
         first = 1 if has_prompt else 0
         for where, cols in _tsv_lines(path):
+            if isinstance(cols, BadRecord):
+                fail(where, str(cols))
+                continue
             if len(cols) - first < 2:
                 fail(where, f"{len(cols)} column(s): need {first + 2} or more (tab-separated)")
                 continue
@@ -334,8 +379,8 @@ def load_lists(
                 fail(where, str(exc))
     else:
         for where, record in _json_records(path):
-            if isinstance(record, json.JSONDecodeError):
-                fail(where, f"invalid JSON: {record.msg} (column {record.colno})")
+            if isinstance(record, BadRecord):
+                fail(where, str(record))
                 continue
             try:
                 result.lists.append(record_to_list(record))
@@ -375,8 +420,8 @@ def _read_rated(path: Path, fail: Any) -> list[RatedText]:
     texts: list[RatedText] = []
     if path.suffix.lower() in (".json", ".jsonl"):
         for where, record in _json_records(path):
-            if isinstance(record, json.JSONDecodeError):
-                fail(where, f"invalid JSON: {record.msg} (column {record.colno})")
+            if isinstance(record, BadRecord):
+                fail(where, str(record))
                 continue
             try:
                 texts.append(_rated_record(record))
@@ -384,6 +429,9 @@ def _read_rated(path: Path, fail: Any) -> list[RatedText]:
                 fail(where, str(exc))
         return texts
     for where, cols in _tsv_lines(path):
+        if isinstance(cols, BadRecord):
+            fail(where, str(cols))
+            continue
         if len(cols) != 2:
             fail(where, f"{len(cols)} column(s): expected LABEL<TAB>TEXT")
             continue

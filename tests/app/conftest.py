@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 import uvicorn
-from tokenizers import Encoding
 
 from app.config import Settings
 from app.engine import OnnxEngine
 from app.main import create_app
+from rankrm.encoding import Tokens
 from rankrm.runtime import OnnxRewardModel
 
 
@@ -32,12 +32,13 @@ class ControlledEngine(OnnxEngine):
         self.batches: list[list[tuple[int, ...]]] = []
         self.started = threading.Event()
 
-    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+    def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
         self.batches.append([tuple(e.ids) for e in encodings])
         self.started.set()
         if self.delay_s:
             time.sleep(self.delay_s)
-        if self.poison and any(self.poison in e.tokens for e in encodings):
+        poison = self.model.tokenizer.token_to_id(self.poison) if self.poison else None
+        if poison is not None and any(poison in e.ids for e in encodings):
             raise RuntimeError("poisoned batch")
         return super().run(encodings)
 

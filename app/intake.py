@@ -1,0 +1,178 @@
+"""Admission and body intake: what a request costs is decided before it costs anything.
+
+The outermost layer of the service (after the request counter), in pure ASGI:
+
+1. A scoring ``POST`` is refused at once, before its body is read, when the service is
+   not ready (503), the API key is missing or wrong (401), or the queue is full (429
+   with Retry-After). A refusal costs the HTTP parse and nothing else.
+2. Every ``POST`` body is read here, not by FastAPI: over ``max_body_bytes`` it is 413
+   (by Content-Length at once, or as chunks arrive); its bytes are reserved, as they
+   arrive, from a process-wide budget of ``max_inflight_bytes`` held until the request
+   ends, so the memory requests can hold at once (bodies, their parsed JSON, their
+   tokens) is bounded whatever clients send; past it, 429 at once. A body that does not
+   arrive within ``request_timeout_s`` is 408.
+3. The body is then handed to the application as one message.
+
+A refusal sent before the body is read keeps the connection: the server reads the rest and
+drops it, so a client that writes its whole body before reading the answer still gets it.
+Only when the rest is over the body limit or of unknown size (chunked) does the answer say
+``Connection: close``, so the connection is never left in an unknown state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import ErrorKind, ServiceError, error_response
+from app.scoring import ServiceState
+from app.security import check_key, presented_key
+
+log = logging.getLogger("rankrm.service")
+
+SCORING_PATHS = frozenset({"/score", "/compare", "/rank", "/get_reward"})
+
+
+class ByteBudget:
+    """Bytes of request bodies held at once (event loop only: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes if they fit."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        """Return ``n`` reserved bytes."""
+        self.used -= n
+
+
+class Intake:
+    """Admission before any work, bodies read under limits (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+        self.limit = state.settings.max_body_bytes
+        self.budget = ByteBudget(state.settings.max_inflight_bytes)
+        state.metrics.inflight_bytes_limit.set(self.budget.limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = _content_length(headers)
+        reserved = 0
+        try:
+            if scope["path"] in SCORING_PATHS:
+                self._admit(headers)
+            if declared is not None and declared > self.limit:
+                raise ServiceError(
+                    ErrorKind.TOO_LARGE,
+                    f"request body of {declared} bytes is over the {self.limit}-byte limit",
+                )
+            chunks: list[bytes] = []
+            deadline = time.monotonic() + self.state.settings.request_timeout_s
+            more = True
+            while more:
+                message = await _receive_before(receive, deadline)
+                if message["type"] == "http.disconnect":
+                    return  # the client left: nobody to answer
+                chunk = message.get("body", b"")
+                more = message.get("more_body", False)
+                if reserved + len(chunk) > self.limit:
+                    raise ServiceError(
+                        ErrorKind.TOO_LARGE, f"request body over the {self.limit}-byte limit"
+                    )
+                if not self.budget.take(len(chunk)):
+                    raise ServiceError(
+                        ErrorKind.OVERLOADED,
+                        f"too much request data in flight ({self.budget.used} of "
+                        f"{self.budget.limit} bytes); retry later",
+                        retry_after=1,
+                    )
+                reserved += len(chunk)
+                self.state.metrics.inflight_bytes.set(self.budget.used)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            del chunks
+        except ServiceError as exc:
+            self.budget.give(reserved)
+            self.state.metrics.inflight_bytes.set(self.budget.used)
+            unread = declared - reserved if declared is not None else None
+            close = unread is None or unread > self.limit
+            await _refuse(exc, scope, receive, send, close=close)
+            return
+        try:
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.budget.give(reserved)
+            self.state.metrics.inflight_bytes.set(self.budget.used)
+
+    def _admit(self, headers: dict[bytes, bytes]) -> None:
+        """Refuse a scoring request that cannot be served, before its body is read."""
+        state = self.state
+        if not state.ready:
+            raise ServiceError(ErrorKind.NOT_READY, "the model is not loaded yet, or shutting down")
+        authorization = headers.get(b"authorization")
+        x_api_key = headers.get(b"x-api-key")
+        check_key(
+            state.settings.api_keys,
+            presented_key(
+                authorization.decode("latin-1") if authorization is not None else None,
+                x_api_key.decode("latin-1") if x_api_key is not None else None,
+            ),
+        )
+        refused = state.batcher.refusal()
+        if refused is not None:
+            raise refused
+
+
+def _content_length(headers: dict[bytes, bytes]) -> int | None:
+    value = headers.get(b"content-length")
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+async def _receive_before(receive: Receive, deadline: float) -> Message:
+    remaining = deadline - time.monotonic()
+    try:
+        return await asyncio.wait_for(receive(), max(remaining, 0.001))
+    except TimeoutError:
+        raise ServiceError(
+            ErrorKind.BODY_TIMEOUT, "the request body did not arrive in time"
+        ) from None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the whole body once, then whatever the client sends next
+    (a disconnect, watched for while scoring)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(
+    exc: ServiceError, scope: Scope, receive: Receive, send: Send, *, close: bool
+) -> None:
+    response = error_response(exc.kind, exc.message, exc.retry_after)
+    if close:
+        response.headers["connection"] = "close"
+    await response(scope, receive, send)

@@ -1,0 +1,352 @@
+"""The service under abuse, measured: overload, huge requests, slow clients.
+
+    .venv/bin/python bench/hardening.py --model models/default --out docs/hardening.json
+
+Starts ``rankrm serve`` in its own process and drives it from this one with a small
+HTTP/1.1 client on raw asyncio streams (keep-alive, one request in flight per connection,
+a closed loop like a trainer's workers), so every request's status and latency is known:
+
+* ``overload``: C connections each sending K texts at once, far past saturation. Reports
+  the status mix, p50/p99 latency of 200s and of 429s, and ``/health`` latency probed
+  during the storm.
+* ``big``: connections sending the largest bodies the limits allow (many long texts),
+  with the server's RSS sampled: before, peak (VmHWM) and after.
+* ``slow``: connections trickling their headers (or body) a byte at a time for the whole
+  run, beside normal clients whose latency is reported.
+
+Each scenario prints one JSON line; ``--out`` collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = (
+    "the film was good bad long short plot actors music story ending moving dull funny "
+    "slow brilliant awful script scene camera director performance"
+).split()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of ``pid`` in MiB (VmRSS, VmHWM)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def sentence(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choices(WORDS, k=words))
+
+
+@dataclass
+class Tally:
+    """Statuses and latencies of one scenario."""
+
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, status: str, seconds: float) -> None:
+        self.latencies.setdefault(status, []).append(seconds)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"requests": sum(len(v) for v in self.latencies.values())}
+        out["status"] = {k: len(v) for k, v in sorted(self.latencies.items())}
+        for status, values in sorted(self.latencies.items()):
+            ms = np.array(values) * 1000
+            out[f"p50_ms_{status}"] = round(float(np.percentile(ms, 50)), 1)
+            out[f"p99_ms_{status}"] = round(float(np.percentile(ms, 99)), 1)
+            out[f"max_ms_{status}"] = round(float(ms.max()), 1)
+        out["connection_errors"] = dict(self.errors)
+        return out
+
+
+async def request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str, path: str, body: bytes
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on an open connection; the status and body of its answer."""
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionResetError("closed before answering")
+    status = int(status_line.split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def client(
+    url: tuple[str, int],
+    bodies: list[bytes],
+    path: str,
+    until: float,
+    tally: Tally,
+    seed: int,
+    pause: float = 0.0,
+    backoff: float = 0.0,
+) -> None:
+    """A closed loop of requests on one keep-alive connection (reconnecting if closed)."""
+    rng = random.Random(seed)
+    reader = writer = None
+    while time.monotonic() < until:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(*url)
+            assert reader is not None
+            started = time.monotonic()
+            status, _ = await request(reader, writer, "POST", path, rng.choice(bodies))
+            tally.add(str(status), time.monotonic() - started)
+            if pause or (backoff and status != 200):
+                await asyncio.sleep(pause or backoff)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            tally.errors[type(exc).__name__] += 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            await asyncio.sleep(0.05)
+    if writer is not None:
+        writer.close()
+
+
+async def probe(
+    url: tuple[str, int], path: str, until: float, tally: Tally, body: bytes | None = None
+) -> None:
+    """``GET path`` (or ``POST body``) every 100 ms on a fresh connection each time."""
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            reader, writer = await asyncio.open_connection(*url)
+            method = "GET" if body is None else "POST"
+            status, _ = await request(reader, writer, method, path, body or b"")
+            tally.add(str(status), time.monotonic() - started)
+            writer.close()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            tally.errors[type(exc).__name__] += 1
+        await asyncio.sleep(0.1)
+
+
+async def slow_client(url: tuple[str, int], until: float, in_body: bool) -> None:
+    """Send a request's headers (or its body) one byte a second until ``until``."""
+    try:
+        reader, writer = await asyncio.open_connection(*url)
+    except OSError:
+        return
+    head = b"POST /score HTTP/1.1\r\nHost: bench\r\nContent-Length: 100000\r\n\r\n"
+    payload = b'{"texts": ["' + b"a" * 99_980 + b'"]}'
+    stream = payload if in_body else head
+    if in_body:
+        writer.write(head)
+    try:
+        for byte in stream:
+            if time.monotonic() > until or reader.at_eof():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(1.0)
+    except OSError:
+        pass
+    writer.close()
+
+
+def start_server(model: Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    command = [
+        str(ROOT / ".venv" / "bin" / "rankrm"),
+        "serve",
+        "--model-dir",
+        str(model),
+        "--port",
+        str(port),
+        *extra,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+                if b" 200 " in sock.recv(100):
+                    return process
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the service did not become ready")
+
+
+async def overload(
+    url: tuple[str, int], connections: int, texts: int, seconds: float, backoff: float = 0.0
+) -> dict[str, Any]:
+    """The storm from wrk when installed (a C client: the CPU stays with the server), else
+    from this process; beside it, probes measure what one more request meets: a scoring
+    request on a fresh connection, one on a kept-alive connection, and GET /health."""
+    rng = random.Random(0)
+    bodies = [
+        json.dumps({"texts": [sentence(rng, rng.randint(5, 60)) for _ in range(texts)]}).encode()
+        for _ in range(64)
+    ]
+    scoring, health = Tally(), Tally()
+    until = time.monotonic() + seconds
+    probes = [
+        probe(url, "/health", until, health),
+        probe(url, "/score", until, scoring, bodies[0]),
+        client(url, bodies, "/score", until, scoring, -1, pause=0.1),
+    ]
+    result: dict[str, Any] = {"connections": connections, "texts_per_request": texts}
+    if shutil.which("wrk") and not backoff:
+        with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as handle:
+            handle.write(b"\n".join(bodies) + b"\n")
+            handle.flush()
+            storm = asyncio.create_subprocess_exec(
+                "wrk", f"-c{connections}", "-t2", f"-d{seconds:.0f}s", "--timeout", "60s",
+                "-s", str(ROOT / "bench" / "overload.lua"), f"http://{url[0]}:{url[1]}",
+                "--", handle.name, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            process = await storm
+            out, *_ = await asyncio.gather(process.communicate(), *probes)
+        result["storm"] = json.loads(out[0].decode().strip().splitlines()[-1])
+        result["storm"]["client"] = "wrk"
+    else:
+        tally = Tally()
+        await asyncio.gather(
+            *probes,
+            *(
+                client(url, bodies, "/score", until, tally, i, backoff=backoff)
+                for i in range(connections)
+            ),
+        )
+        result["storm"] = tally.summary()
+        result["storm"]["client"] = "python" + (
+            f", {backoff:g}s pause after an error" if backoff else ""
+        )
+    result["probe_score"] = scoring.summary()
+    result["probe_health"] = health.summary()
+    return result
+
+
+async def big(
+    url: tuple[str, int], connections: int, texts: int, chars: int, seconds: float
+) -> dict[str, Any]:
+    rng = random.Random(1)
+    bodies = []
+    for _ in range(4):
+        long_texts = []
+        for _ in range(texts):
+            text = sentence(rng, chars // 5)
+            long_texts.append(text[:chars])
+        bodies.append(json.dumps({"texts": long_texts}).encode())
+    tally = Tally()
+    until = time.monotonic() + seconds
+    await asyncio.gather(
+        *(client(url, bodies, "/score", until, tally, i) for i in range(connections))
+    )
+    result = tally.summary()
+    result["body_mb"] = round(len(bodies[0]) / 2**20, 2)
+    return result
+
+
+async def slow(url: tuple[str, int], slow_connections: int, seconds: float) -> dict[str, Any]:
+    rng = random.Random(2)
+    bodies = [json.dumps({"texts": [sentence(rng, 20)]}).encode() for _ in range(64)]
+    tally, health = Tally(), Tally()
+    until = time.monotonic() + seconds
+    trickles = [slow_client(url, until, in_body=i % 2 == 1) for i in range(slow_connections)]
+    await asyncio.gather(
+        *trickles,
+        probe(url, "/health", until, health),
+        *(client(url, bodies, "/score", until, tally, i) for i in range(8)),
+    )
+    result = tally.summary()
+    result["health"] = health.summary()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
+    parser.add_argument("--out", type=Path, help="write every scenario's figures here")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--scenarios", default="overload,big,slow")
+    parser.add_argument("--connections", type=int, default=512)
+    parser.add_argument("--texts", type=int, default=8)
+    parser.add_argument("--serve-arg", action="append", default=[], help="extra serve flag")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    results: dict[str, Any] = {"command": " ".join(sys.argv)}
+    for scenario in args.scenarios.split(","):
+        port = free_port()
+        server = start_server(args.model, port, args.serve_arg)
+        url = ("127.0.0.1", port)
+        try:
+            before = rss_mb(server.pid)[0]
+            if scenario == "overload":
+                figures = asyncio.run(overload(url, args.connections, args.texts, args.seconds))
+            elif scenario == "overload-backoff":  # OpenRLHF's client: 1 s sleep, then retry
+                figures = asyncio.run(
+                    overload(url, args.connections, args.texts, args.seconds, backoff=1.0)
+                )
+            elif scenario == "big":
+                figures = asyncio.run(big(url, 16, 80, 100_000, args.seconds))
+            elif scenario == "slow":
+                figures = asyncio.run(slow(url, 500, args.seconds))
+            else:
+                raise SystemExit(f"unknown scenario {scenario!r}")
+            time.sleep(1)
+            after, peak = rss_mb(server.pid)
+            figures["rss_mb"] = {
+                "before": round(before),
+                "peak": round(peak),
+                "after": round(after),
+            }
+        finally:
+            server.terminate()
+            _, stderr = server.communicate(timeout=60)
+        tracebacks = stderr.decode(errors="replace").count("Traceback")
+        figures["server_tracebacks"] = tracebacks
+        results[scenario] = figures
+        print(json.dumps({scenario: figures}), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
