@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: serve test lint train-sst5 train-seed-zh model bench clean
+.PHONY: serve test lint fuzz train-sst5 train-seed-zh model bench hardening clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(BIN)/pytest -q
+
+# The fuzzing suite at length (make test runs it with 40 examples a test): about 120,000
+# requests, new examples each run; the tally of statuses goes to docs/fuzz.json.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(VENV)/.installed
+	rm -f docs/fuzz.json
+	RANKRM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RANKRM_FUZZ_REPORT=docs/fuzz.json \
+		$(BIN)/pytest -q tests/app/test_fuzz.py
+	cat docs/fuzz.json
 
 # A short SST-5 run (a few minutes on 2 cores): ranking lists of 5 texts with distinct labels.
 train-sst5: $(VENV)/.installed
@@ -58,6 +67,12 @@ model: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/serve_bench.py --model models/default --results docs/benchmarks.json \
 		$(if $(wildcard $(DEFAULT_RUN)/best),--checkpoint $(DEFAULT_RUN)/best,)
+
+# The service under abuse: overload storms, maximum-size requests, slow clients
+# (docs/hardening.md has results).
+hardening: $(VENV)/.installed
+	$(BIN)/python bench/hardening.py --model models/default --out docs/hardening.json \
+		--scenarios overload,overload-backoff,big,slow
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

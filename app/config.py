@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Accepted keys (comma-separated in RANKRM_API_KEYS); empty: no auth.",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (comma-separated in "
+        "RANKRM_CORS_ORIGINS; * for any); empty: no CORS headers at all.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(
         False, description="One log line per request (off: /metrics counts them)."
@@ -85,7 +90,7 @@ class Settings(BaseSettings):
         """``max_queue_wait_s``, or its default: a third of the request deadline."""
         return self.max_queue_wait_s or self.request_timeout_s / 3
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -86,7 +86,9 @@ class Intake:
             while more:
                 message = await _receive_before(receive, deadline)
                 if message["type"] == "http.disconnect":
-                    return  # the client left: nobody to answer
+                    self.budget.give(reserved)  # the client left: nobody to answer
+                    self.state.metrics.inflight_bytes.set(self.budget.used)
+                    return
                 chunk = message.get("body", b"")
                 more = message.get("more_body", False)
                 if reserved + len(chunk) > self.limit:

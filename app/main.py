@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import ops, routes
@@ -107,6 +108,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(routes.router)
     app.include_router(ops.router)
     app.add_middleware(JsonBodies)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "x-api-key", "content-type"],
+        )
     app.add_middleware(Intake, state=state)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -44,12 +44,18 @@ async def info(request: Request) -> dict[str, Any]:
         "max_wait_ms": s.max_wait_ms,
         "split_overhead_tokens": s.split_overhead_tokens,
         "max_queue": s.max_queue,
+        "max_queue_wait_s": s.queue_wait_limit_s,
+        "max_inflight_bytes": s.max_inflight_bytes,
         "max_length_tokens": state.engine.max_length,
     }
     return {"model": state.engine.info(), "limits": limits, "auth": bool(s.api_keys)}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "OK"}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     state: ServiceState = request.app.state.service

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from app.schemas import (
+    ERROR_RESPONSES,
     CompareRequest,
     CompareResponse,
     Comparison,
@@ -24,7 +25,9 @@ from app.security import require_api_key, service_state
 
 State = Annotated[ServiceState, Depends(service_state)]
 
-router = APIRouter(tags=["scoring"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    tags=["scoring"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES
+)
 
 
 def _sigmoid(x: float) -> float:

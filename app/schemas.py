@@ -165,3 +165,26 @@ class GetRewardResponse(BaseModel):
     rewards: list[float]
     scores: list[float]
     extra_logs: dict[str, list[float]]
+
+
+class ErrorBody(BaseModel):
+    """Every error: what is wrong (naming the field and index) and its kind."""
+
+    error: str
+    error_type: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Nothing to score, or the body is not JSON",
+        401: "Missing or wrong API key",
+        408: "The body did not arrive within the deadline",
+        413: "Body, item count or a text over its limit",
+        422: "A field is wrong (the message names it), or over-long input with truncate=false",
+        429: "Queue or in-flight budget full: retry after Retry-After seconds",
+        503: "Not ready, or the model failed on this batch (retry)",
+        504: "Not scored before the request deadline",
+    }.items()
+}
+"""The error statuses every scoring endpoint documents in its OpenAPI schema."""

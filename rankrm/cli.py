@@ -523,6 +523,14 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    cors_origins: Annotated[
+        str | None,
+        typer.Option(
+            help="Browser origins allowed to call the API, comma-separated, * for any "
+            "(env RANKRM_CORS_ORIGINS; default none: no CORS headers)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     max_queue_wait_s: Annotated[
         float | None,
         typer.Option(

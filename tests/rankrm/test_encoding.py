@@ -10,10 +10,13 @@ from tokenizers import Tokenizer
 
 from rankrm.encoding import (
     EncodingSpec,
+    Tokens,
     configure_tokenizer,
     encode,
+    find_unicode_problem,
     pad_batch,
     render_messages,
+    unicode_problem,
 )
 
 
@@ -75,3 +78,28 @@ def test_spec_refuses_nonsense() -> None:
         EncodingSpec(max_length=2)
     with pytest.raises(ValueError, match="truncation_side"):
         EncodingSpec(truncation_side="middle")  # type: ignore[arg-type]
+
+
+def test_compact_tokens_keep_what_the_model_sees(tokenizer: Tokenizer) -> None:
+    configured = configure_tokenizer(tokenizer, EncodingSpec(max_length=8))
+    short, long = encode(configured, [None, "the question"], ["good", "good movie " * 500])
+    compact = [Tokens.of(short), Tokens.of(long)]
+    assert [list(t.ids) for t in compact] == [short.ids, long.ids]
+    assert [list(t.type_ids) for t in compact] == [short.type_ids, long.type_ids]
+    assert [t.truncated for t in compact] == [False, True]
+    assert len(compact[1]) == 8
+    both = pad_batch(compact, 0)
+    assert np.array_equal(both.input_ids, pad_batch([short, long], 0).input_ids)
+
+
+def test_unicode_problems_are_found_and_located() -> None:
+    assert unicode_problem("plain") is None
+    assert unicode_problem("caf\u00e9 \U0001f600 \x00") is None
+    problem = unicode_problem("ab\ud800")
+    assert problem is not None and "U+D800 at character 2" in problem
+    value = {"a": ["ok", {"b": "x\udfff"}]}
+    found = find_unicode_problem(value, "body")
+    assert found is not None and found.startswith("body.a[1].b: not valid Unicode")
+    key = find_unicode_problem({"ok": 1, "\udc00": 2})
+    assert key is not None and key.startswith("object: a key is not valid Unicode")
+    assert find_unicode_problem([1, None, "fine", {"k": 2.5}]) is None

@@ -367,3 +367,58 @@ def test_reads_the_pairwise_files(shared_data: Path, name: str, count: int) -> N
     lists = load_lists(shared_data / "pairwise" / name).lists
     assert len(lists) == count
     assert all(lst.prompt and len(lst.responses) == 2 for lst in lists)
+
+
+# ----------------------------------------------------------------------- invalid text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where", "words"),
+    [
+        ("a.jsonl", '{"responses": ["ok", "fine"]}\n{"responses": ["a", "\\ud800"]}\n', "2",
+         ["responses[1]", "lone surrogate U+D800"]),
+        ("a.jsonl", '{"prompt": [{"role": "user", "content": "x\\udfffy"}], '
+                    '"chosen": "a", "rejected": "b"}\n', "1", ["prompt[0].content", "U+DFFF"]),
+        ("a.json", '[{"responses": ["a", "b"]},\n {"responses": ["\\udc00", "b"]}]', "item 1",
+         ["responses[0]"]),
+        ("r.jsonl", '{"text": "\\ud83d", "score": 1}\n', "1", ["text", "lone surrogate"]),
+    ],
+)  # fmt: skip
+def test_lone_surrogates_in_json_name_file_and_line(
+    tmp_path: Path, name: str, content: str, where: str, words: list[str]
+) -> None:
+    f = write(tmp_path / name, content)
+    with pytest.raises(DataError) as caught:
+        load_lists(f, "rated" if name.startswith("r") else "json")
+    assert str(caught.value).startswith(f"{f}:{where}: ")
+    for word in words:
+        assert word in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "content", "where"),
+    [
+        ("a.tsv", "tsv", b"good\tbad\nfine\t\xff\xfeok\n", "2"),
+        ("a.jsonl", "json", b'{"responses": ["a", "b"]}\n{"responses": ["\xc3", "b"]}\n', "2"),
+        ("a.json", "json", b'[{"responses": ["a", "b"]},\n{"responses": ["\xe9", "b"]}]', "2"),
+        ("r.tsv", "rated", b"1\tgood\n0\tbad \xff\n", "2"),
+    ],
+)
+def test_invalid_utf8_names_file_and_line(
+    tmp_path: Path, name: str, fmt: str, content: bytes, where: str
+) -> None:
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(DataError, match=rf"{f.name}:{where}: not valid UTF-8: byte 0x"):
+        load_lists(f, fmt)  # type: ignore[arg-type]
+
+
+def test_skip_bad_drops_invalid_text_and_keeps_the_rest(tmp_path: Path) -> None:
+    f = tmp_path / "a.jsonl"
+    f.write_bytes(
+        b'{"responses": ["a", "b"]}\n{"responses": ["\\ud800", "b"]}\n'
+        b'{"responses": ["\xff", "b"]}\n{"responses": ["c\\u0000", "d"]}\n'
+    )
+    result = load_lists(f, "json", skip_bad=True)
+    assert [r.responses for r in result.lists] == [("a", "b"), ("c\x00", "d")]
+    assert [e.where for e in result.skipped] == ["2", "3"]
