@@ -26,13 +26,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.config import Settings
-from app.engine import Engine
+from app.engine import Engine, lower_priority
 from app.errors import ErrorKind, ServiceError
 from app.grouping import padded_cost, plan_calls
 from app.metrics import Metrics
 from rankrm.encoding import Tokens
 
 log = logging.getLogger("rankrm.batcher")
+
+
+# Batches of at least this many padded tokens measure the model's speed: in smaller ones the
+# fixed cost of a call dominates, and the queue (which leaves in full batches) would look
+# several times slower than it is.
+_SPEED_SAMPLE_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,17 @@ class Batcher:
         self._pending: list[_Item] = []
         self._arrival = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankrm-model")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="rankrm-model",
+            initializer=lower_priority,
+            initargs=(settings.model_nice,),
+        )
         self._recent_batch_s = 0.05  # for Retry-After estimates
         self._queued_tokens = 0  # tokens of the texts in _pending
-        self._s_per_token = 0.0  # measured: model seconds per padded token (moving average)
+        # Model seconds per padded token, measured on large batches (moving average); until
+        # one has run, only the count of queued texts bounds the queue.
+        self._s_per_token = 0.0
         self._busy = False  # a batch is in the model
         self._closing = False
 
@@ -257,10 +270,11 @@ class Batcher:
         lengths = [item.tokens for item in batch]
         padded = padded_cost(lengths, calls, overhead=0)
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * (finished - started)
-        per_token = (finished - started) / padded
-        self._s_per_token = (
-            per_token if not self._s_per_token else (0.8 * self._s_per_token + 0.2 * per_token)
-        )
+        if padded >= _SPEED_SAMPLE_TOKENS:  # small batches are mostly call overhead
+            per_token = (finished - started) / padded
+            self._s_per_token = (
+                per_token if not self._s_per_token else 0.8 * self._s_per_token + 0.2 * per_token
+            )
         self.metrics.batch_size.observe(len(batch))
         self.metrics.batch_calls.observe(len(calls))
         self.metrics.batch_tokens.observe(padded)

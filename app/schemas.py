@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    model_validator,
+)
 
 from rankrm.encoding import find_unicode_problem, unicode_problem
 
@@ -33,8 +41,8 @@ class Strict(BaseModel):
 class Options(Strict):
     """Options every scoring endpoint takes."""
 
-    raw: bool = Field(False, description="Return unnormalised rewards (no offset or scale).")
-    truncate: bool = Field(
+    raw: StrictBool = Field(False, description="Return unnormalised rewards (no offset or scale).")
+    truncate: StrictBool = Field(
         True, description="Truncate over-long input; false rejects it with 422 instead."
     )
 

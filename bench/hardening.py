@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -69,6 +68,7 @@ class Tally:
 
     latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
+    lag: list[float] = field(default_factory=list)
 
     def add(self, status: str, seconds: float) -> None:
         self.latencies.setdefault(status, []).append(seconds)
@@ -82,6 +82,8 @@ class Tally:
             out[f"p99_ms_{status}"] = round(float(np.percentile(ms, 99)), 1)
             out[f"max_ms_{status}"] = round(float(ms.max()), 1)
         out["connection_errors"] = dict(self.errors)
+        if self.lag:
+            out["client_lag_p99_ms"] = round(float(np.percentile(self.lag, 99)) * 1000, 1)
         return out
 
 
@@ -208,52 +210,150 @@ def start_server(model: Path, port: int, extra: list[str]) -> subprocess.Popen[b
     raise RuntimeError("the service did not become ready")
 
 
+async def curl_probe(url: tuple[str, int], body: bytes, seconds: float, tally: Tally) -> None:
+    """POST /score 20 times a second on one kept-alive connection, from curl (a C client:
+    what it measures is the service, not this process's event loop)."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".json") as handle:
+        handle.write(body)
+        handle.flush()
+        count = int(seconds * 20)
+        process = await asyncio.create_subprocess_exec(
+            "curl", "-s", "--rate", "20/s", *["-o", "/dev/null"] * count, "-H",
+            "content-type: application/json", "--data-binary", f"@{handle.name}",
+            "-w", "%{http_code} %{time_total}\n",
+            *[f"http://{url[0]}:{url[1]}/score"] * count,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+    for line in out.decode().splitlines():
+        status, seconds_taken = line.split()
+        tally.add(status, float(seconds_taken))
+
+
 async def overload(
-    url: tuple[str, int], connections: int, texts: int, seconds: float, backoff: float = 0.0
+    url: tuple[str, int], connections: int, texts: int, seconds: float, pause_ms: float = 0
 ) -> dict[str, Any]:
-    """The storm from wrk when installed (a C client: the CPU stays with the server), else
-    from this process; beside it, probes measure what one more request meets: a scoring
-    request on a fresh connection, one on a kept-alive connection, and GET /health."""
+    """A storm of ``connections`` kept-alive connections, each sending its next request
+    ``pause_ms`` after a refusal (0: at once, from wrk; else from Python clients). Beside
+    it, curl measures what one more scoring request on a kept-alive connection meets, and
+    GET /health is probed on a fresh connection each time."""
     rng = random.Random(0)
     bodies = [
         json.dumps({"texts": [sentence(rng, rng.randint(5, 60)) for _ in range(texts)]}).encode()
         for _ in range(64)
     ]
-    scoring, health = Tally(), Tally()
+    scoring, health, python_storm = Tally(), Tally(), Tally()
     until = time.monotonic() + seconds
-    probes = [
-        probe(url, "/health", until, health),
-        probe(url, "/score", until, scoring, bodies[0]),
-        client(url, bodies, "/score", until, scoring, -1, pause=0.1),
-    ]
-    result: dict[str, Any] = {"connections": connections, "texts_per_request": texts}
-    if shutil.which("wrk") and not backoff:
-        with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as handle:
-            handle.write(b"\n".join(bodies) + b"\n")
-            handle.flush()
-            storm = asyncio.create_subprocess_exec(
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as handle:
+        handle.write(b"\n".join(bodies) + b"\n")
+        handle.flush()
+        if pause_ms:  # wrk's own pacing stalls: Python clients, pausing after each refusal
+            storm: Any = asyncio.gather(
+                *(
+                    client(url, bodies, "/score", until, python_storm, i, backoff=pause_ms / 1000)
+                    for i in range(connections)
+                )
+            )
+        else:
+            process = await asyncio.create_subprocess_exec(
                 "wrk", f"-c{connections}", "-t2", f"-d{seconds:.0f}s", "--timeout", "60s",
                 "-s", str(ROOT / "bench" / "overload.lua"), f"http://{url[0]}:{url[1]}",
                 "--", handle.name, stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
-            process = await storm
-            out, *_ = await asyncio.gather(process.communicate(), *probes)
-        result["storm"] = json.loads(out[0].decode().strip().splitlines()[-1])
-        result["storm"]["client"] = "wrk"
-    else:
-        tally = Tally()
-        await asyncio.gather(
-            *probes,
-            *(
-                client(url, bodies, "/score", until, tally, i, backoff=backoff)
-                for i in range(connections)
-            ),
+            storm = process.communicate()
+        await asyncio.sleep(1)  # let the storm build up
+        out, *_ = await asyncio.gather(
+            storm,
+            curl_probe(url, bodies[0], seconds - 2, scoring),
+            probe(url, "/health", until, health),
         )
-        result["storm"] = tally.summary()
-        result["storm"]["client"] = "python" + (
-            f", {backoff:g}s pause after an error" if backoff else ""
+    result: dict[str, Any] = {
+        "connections": connections,
+        "texts_per_request": texts,
+        "pause_ms": pause_ms,
+    }
+    if pause_ms:
+        result["storm"] = python_storm.summary()
+        result["storm"]["client"] = f"python, {pause_ms:g} ms pause after a refusal"
+        result["storm"]["rate_per_s"] = round(result["storm"]["requests"] / seconds)
+    else:
+        result["storm"] = json.loads(out[0].decode().strip().splitlines()[-1])
+        result["storm"]["client"] = "wrk, no pause"
+        result["storm"]["rate_per_s"] = round(
+            result["storm"]["requests"] / (result["storm"]["duration_us"] / 1e6)
         )
     result["probe_score"] = scoring.summary()
+    result["probe_health"] = health.summary()
+    return result
+
+
+async def paced_client(
+    url: tuple[str, int],
+    bodies: list[bytes],
+    start: float,
+    interval: float,
+    until: float,
+    tally: Tally,
+    service: Tally,
+    seed: int,
+) -> None:
+    """Requests scheduled every ``interval`` seconds from ``start`` on one connection (an
+    open loop: the schedule does not wait for answers). Latency counts from the scheduled
+    time, so a late send is charged to the service, not hidden."""
+    rng = random.Random(seed)
+    reader = writer = None
+    due = start
+    while due < until:
+        idle = due - time.monotonic()
+        await asyncio.sleep(max(0.0, idle))
+        tally.lag.append(time.monotonic() - due)  # this client's own lateness
+        if writer is not None and idle > 4:  # the server closes idle keep-alives after 5 s
+            writer.close()
+            reader = writer = None
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(*url)
+            assert reader is not None
+            sent = time.monotonic()
+            status, _ = await request(reader, writer, "POST", "/score", rng.choice(bodies))
+            tally.add(str(status), time.monotonic() - due)
+            service.add(str(status), time.monotonic() - sent)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            tally.errors[type(exc).__name__] += 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+        due += interval
+        while due < time.monotonic() - interval:  # a request per slot, never a burst
+            tally.add("not_sent", 0.0)
+            due += interval
+    if writer is not None:
+        writer.close()
+
+
+async def paced(
+    url: tuple[str, int], rate: float, connections: int, texts: int, seconds: float
+) -> dict[str, Any]:
+    """``rate`` requests/s of ``texts`` texts, spread over ``connections`` connections."""
+    rng = random.Random(0)
+    bodies = [
+        json.dumps({"texts": [sentence(rng, rng.randint(5, 60)) for _ in range(texts)]}).encode()
+        for _ in range(64)
+    ]
+    tally, service, health = Tally(), Tally(), Tally()
+    start = time.monotonic() + 0.5
+    until = start + seconds
+    interval = connections / rate
+    await asyncio.gather(
+        probe(url, "/health", until, health),
+        *(
+            paced_client(url, bodies, start + i / rate, interval, until, tally, service, i)
+            for i in range(connections)
+        ),
+    )
+    result: dict[str, Any] = {"rate_per_s": rate, "connections": connections, "texts": texts}
+    result["storm"] = tally.summary()
+    result["from_send"] = {k: v for k, v in service.summary().items() if k.startswith("p")}
     result["probe_health"] = health.summary()
     return result
 
@@ -300,7 +400,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
     parser.add_argument("--out", type=Path, help="write every scenario's figures here")
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--scenarios", default="overload,big,slow")
+    parser.add_argument("--scenarios", default="overload@0,overload@1000,big,slow")
     parser.add_argument("--connections", type=int, default=512)
     parser.add_argument("--texts", type=int, default=8)
     parser.add_argument("--serve-arg", action="append", default=[], help="extra serve flag")
@@ -320,10 +420,14 @@ def main() -> None:
             before = rss_mb(server.pid)[0]
             if scenario == "overload":
                 figures = asyncio.run(overload(url, args.connections, args.texts, args.seconds))
-            elif scenario == "overload-backoff":  # OpenRLHF's client: 1 s sleep, then retry
+            elif scenario.startswith("overload@"):  # overload@PAUSE_MS between requests
+                pause = float(scenario.partition("@")[2])
                 figures = asyncio.run(
-                    overload(url, args.connections, args.texts, args.seconds, backoff=1.0)
+                    overload(url, args.connections, args.texts, args.seconds, pause)
                 )
+            elif scenario.startswith("paced"):  # paced@RATE: an open loop at RATE requests/s
+                rate = float(scenario.partition("@")[2] or 1000)
+                figures = asyncio.run(paced(url, rate, args.connections, args.texts, args.seconds))
             elif scenario == "big":
                 figures = asyncio.run(big(url, 16, 80, 100_000, args.seconds))
             elif scenario == "slow":

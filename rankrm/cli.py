@@ -523,6 +523,14 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    model_nice: Annotated[
+        int | None,
+        typer.Option(
+            help="Model threads this many nice steps below the event loop: health checks "
+            "and refusals stay fast under overload (env RANKRM_MODEL_NICE; default 0)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     cors_origins: Annotated[
         str | None,
         typer.Option(

@@ -144,11 +144,24 @@ def configure_tokenizer(tokenizer: Tokenizer, spec: EncodingSpec) -> Tokenizer:
 
 
 def encode(
-    tokenizer: Tokenizer, prompts: Sequence[str | None], responses: Sequence[str]
+    tokenizer: Tokenizer,
+    prompts: Sequence[str | None],
+    responses: Sequence[str],
+    *,
+    parallel: bool = True,
 ) -> list[Encoding]:
-    """Encode responses, each with its prompt when it has one (see the module docstring)."""
+    """Encode responses, each with its prompt when it has one (see the module docstring).
+
+    ``parallel=False`` encodes one input after another on the calling thread. The batch
+    call runs on the tokenizer's shared thread pool and waits for it: an event loop must not
+    make that call, or it waits for whatever large job holds the pool."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts for {len(responses)} responses")
+    if not parallel:
+        return [
+            tokenizer.encode(prompt, response) if prompt else tokenizer.encode(response)
+            for prompt, response in zip(prompts, responses, strict=True)
+        ]
     inputs: list[str | tuple[str, str]] = [
         (prompt, response) if prompt else response
         for prompt, response in zip(prompts, responses, strict=True)

@@ -89,9 +89,12 @@ class OnnxRewardModel:
             manifest,
         )
 
-    def encode(self, prompts: Sequence[str | None], responses: Sequence[str]) -> list[Tokens]:
+    def encode(
+        self, prompts: Sequence[str | None], responses: Sequence[str], *, parallel: bool = True
+    ) -> list[Tokens]:
         """Token ids of each input (the shared contract in ``rankrm.encoding``), compact."""
-        return [Tokens.of(e) for e in encode(self.tokenizer, prompts, responses)]
+        encodings = encode(self.tokenizer, prompts, responses, parallel=parallel)
+        return [Tokens.of(e) for e in encodings]
 
     def run(self, batch: Batch) -> np.ndarray:
         """Raw rewards ``(N,)`` float32 of one padded batch."""

@@ -103,3 +103,14 @@ def test_unicode_problems_are_found_and_located() -> None:
     key = find_unicode_problem({"ok": 1, "\udc00": 2})
     assert key is not None and key.startswith("object: a key is not valid Unicode")
     assert find_unicode_problem([1, None, "fine", {"k": 2.5}]) is None
+
+
+def test_sequential_encoding_equals_the_batch_call(tokenizer: Tokenizer) -> None:
+    configured = configure_tokenizer(tokenizer, EncodingSpec(max_length=12))
+    prompts = [None, "the question", "", "the plot " * 20]
+    responses = ["good", "bad movie", "fine", "very good acting " * 10]
+    batch = encode(configured, prompts, responses)
+    one_by_one = encode(configured, prompts, responses, parallel=False)
+    assert [e.ids for e in one_by_one] == [e.ids for e in batch]
+    assert [e.type_ids for e in one_by_one] == [e.type_ids for e in batch]
+    assert [bool(e.overflowing) for e in one_by_one] == [False, False, False, True]
