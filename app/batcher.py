@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.config import Settings
-from app.engine import Engine, lower_priority
+from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
 from app.grouping import padded_cost, plan_calls
 from app.metrics import Metrics
@@ -78,12 +78,7 @@ class Batcher:
         self._pending: list[_Item] = []
         self._arrival = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="rankrm-model",
-            initializer=lower_priority,
-            initargs=(settings.model_nice,),
-        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankrm-model")
         self._recent_batch_s = 0.05  # for Retry-After estimates
         self._queued_tokens = 0  # tokens of the texts in _pending
         # Model seconds per padded token, measured on large batches (moving average); until

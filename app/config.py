@@ -26,14 +26,6 @@ class Settings(BaseSettings):
         description="Let onnxruntime threads busy-wait between batches (off: the "
         "event loop gets the CPU back).",
     )
-    model_nice: int = Field(
-        0,
-        ge=0,
-        le=19,
-        description="How much lower the model threads' scheduling priority is than the "
-        "event loop's (Linux nice steps): higher answers health checks and refusals sooner "
-        "under overload, at some cost to throughput.",
-    )
     # network
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")

@@ -6,11 +6,9 @@ production one (onnxruntime), tests may hand in another.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,7 +16,6 @@ from app.config import Settings
 from rankrm.encoding import Batch, Tokens
 from rankrm.runtime import OnnxRewardModel
 
-T = TypeVar("T")
 NEVER_SPLIT = 1e9  # a call overhead no padding saving can beat
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -75,15 +72,12 @@ class OnnxEngine:
                 raise RuntimeError(
                     f"{provider} is not available: install onnxruntime-gpu, or use provider=cpu"
                 )
-        model = in_thread_with_nice(
-            settings.model_nice,
-            lambda: OnnxRewardModel.load(
-                settings.model_dir,
-                threads=settings.threads,
-                providers=[provider],
-                verify=settings.verify_checksums,
-                spin=settings.spin,
-            ),
+        model = OnnxRewardModel.load(
+            settings.model_dir,
+            threads=settings.threads,
+            providers=[provider],
+            verify=settings.verify_checksums,
+            spin=settings.spin,
         )
         return cls(model)
 
@@ -124,37 +118,6 @@ class OnnxEngine:
         manifest["normalization"] = self.manifest.normalization.__dict__
         manifest["providers"] = self.model.session.get_providers()
         return manifest
-
-
-def lower_priority(nice: int) -> None:
-    """Give the calling thread (only it: Linux nice values are per thread) a lower priority,
-    ``nice`` steps below the process's, so the event loop thread is scheduled first."""
-    if nice > 0 and hasattr(os, "setpriority"):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-
-
-def in_thread_with_nice(nice: int, build: Callable[[], T]) -> T:
-    """``build()`` in a thread of lower priority: threads it starts (onnxruntime's pool)
-    inherit that priority, and the event loop is served before the model under overload."""
-    if nice <= 0:
-        return build()
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        lower_priority(nice)
-        try:
-            outcome.append(build())
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="rankrm-model-load")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 def _timed(call: Callable[[], object]) -> float:

@@ -523,14 +523,6 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
-    model_nice: Annotated[
-        int | None,
-        typer.Option(
-            help="Model threads this many nice steps below the event loop: health checks "
-            "and refusals stay fast under overload (env RANKRM_MODEL_NICE; default 0)",
-            rich_help_panel=SERVE,
-        ),
-    ] = None,
     cors_origins: Annotated[
         str | None,
         typer.Option(
@@ -642,6 +634,7 @@ def serve(
 
     from app.config import Settings
     from app.main import create_app
+    from app.server import Server
     from rankrm.manifest import ManifestError
 
     given = {k: v for k, v in locals().items() if k in Settings.model_fields and v is not None}
@@ -659,7 +652,7 @@ def serve(
     except (ManifestError, RuntimeError, OSError) as exc:
         _fail(f"cannot load the model: {exc}")
         return
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
@@ -667,6 +660,7 @@ def serve(
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
+    Server(config).run()
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import uvicorn
 from app.config import Settings
 from app.engine import OnnxEngine
 from app.main import create_app
+from app.server import Server as HttpServer
 from rankrm.encoding import Tokens
 from rankrm.runtime import OnnxRewardModel
 
@@ -62,7 +63,7 @@ def running(engine: ControlledEngine, **settings: Any) -> Iterator[Server]:
     """Serve ``engine`` with ``settings`` on a free loopback port until the block ends."""
     config = Settings(model_dir=Path("unused"), **settings)
     application = create_app(config, engine)
-    server = uvicorn.Server(
+    server = HttpServer(
         uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, daemon=True)
