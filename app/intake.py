@@ -13,6 +13,11 @@ The outermost layer of the service (after the request counter), in pure ASGI:
    arrive within ``request_timeout_s`` is 408.
 3. The body is then handed to the application as one message.
 
+A connection that sends a scoring request again before the ``Retry-After`` of its last 429
+has passed is held until it has (:class:`RetryAfterGate`): a client retrying in a tight loop
+then costs the event loop one refusal per Retry-After instead of thousands a second, and
+the model and the clients that wait as told keep their share of the CPU.
+
 A refusal sent before the body is read keeps the connection: the server reads the rest and
 drops it, so a client that writes its whole body before reading the answer still gets it.
 Only when the rest is over the body limit or of unknown size (chunked) does the answer say
@@ -28,12 +33,14 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorKind, ServiceError, error_response
+from app.metrics import Metrics
 from app.scoring import ServiceState
 from app.security import check_key, presented_key
 
 log = logging.getLogger("rankrm.service")
 
 SCORING_PATHS = frozenset({"/score", "/compare", "/rank", "/get_reward"})
+_GATE_ENTRIES = 10_000  # connections remembered at once by the Retry-After gate
 
 
 class ByteBudget:
@@ -55,6 +62,43 @@ class ByteBudget:
         self.used -= n
 
 
+class RetryAfterGate:
+    """When each connection (client address and port) may be heard again after a 429."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._until: dict[object, float] = {}
+        self._metrics = metrics
+
+    async def wait(self, connection: object) -> None:
+        """Hold the request until the connection's last Retry-After has passed."""
+        until = self._until.pop(connection, None)
+        if until is None:
+            return
+        delay = until - time.monotonic()
+        if delay > 0:
+            self._metrics.held_retries.inc()
+            await asyncio.sleep(delay)
+
+    def refused(self, connection: object, retry_after_s: float) -> None:
+        """Note a 429 with ``Retry-After: retry_after_s`` sent on ``connection``."""
+        now = time.monotonic()
+        if len(self._until) > _GATE_ENTRIES:  # connections that never came back
+            self._until = {k: t for k, t in self._until.items() if t > now}
+        self._until[connection] = now + retry_after_s
+
+    def watching(self, connection: object, send: Send) -> Send:
+        """``send``, noting the connection when the answer is a 429."""
+
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 429:
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"retry-after" and value.isdigit():
+                        self.refused(connection, int(value))
+            await send(message)
+
+        return watched
+
+
 class Intake:
     """Admission before any work, bodies read under limits (see the module docstring)."""
 
@@ -63,6 +107,7 @@ class Intake:
         self.state = state
         self.limit = state.settings.max_body_bytes
         self.budget = ByteBudget(state.settings.max_inflight_bytes)
+        self.gate = RetryAfterGate(state.metrics)
         state.metrics.inflight_bytes_limit.set(self.budget.limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,8 +117,13 @@ class Intake:
         headers = dict(scope["headers"])
         declared = _content_length(headers)
         reserved = 0
+        connection = scope.get("client")
+        scoring = scope["path"] in SCORING_PATHS
+        if scoring and connection is not None:
+            await self.gate.wait(connection)
+            send = self.gate.watching(connection, send)
         try:
-            if scope["path"] in SCORING_PATHS:
+            if scoring:
                 self._admit(headers)
             if declared is not None and declared > self.limit:
                 raise ServiceError(

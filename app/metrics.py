@@ -31,6 +31,7 @@ class Metrics:
     inflight_bytes: Gauge
     inflight_bytes_limit: Gauge
     queue_wait_estimate: Gauge
+    held_retries: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -105,6 +106,11 @@ class Metrics:
             queue_wait_estimate=Gauge(
                 "rankrm_queue_wait_estimate_seconds",
                 "Model time the queued texts need, at the measured speed",
+                registry=r,
+            ),
+            held_retries=Counter(
+                "rankrm_held_retries",
+                "Requests held until the Retry-After their connection was given had passed",
                 registry=r,
             ),
         )

@@ -211,15 +211,17 @@ def start_server(model: Path, port: int, extra: list[str]) -> subprocess.Popen[b
 
 
 async def curl_probe(url: tuple[str, int], body: bytes, seconds: float, tally: Tally) -> None:
-    """POST /score 20 times a second on one kept-alive connection, from curl (a C client:
-    what it measures is the service, not this process's event loop)."""
+    """POST /score 20 times a second, each on a new connection (a client not refused
+    before: the service holds a connection that retries before its Retry-After), from curl
+    (a C client: what it measures is the service, not this process's event loop)."""
     with tempfile.NamedTemporaryFile("wb", suffix=".json") as handle:
         handle.write(body)
         handle.flush()
         count = int(seconds * 20)
         process = await asyncio.create_subprocess_exec(
             "curl", "-s", "--rate", "20/s", *["-o", "/dev/null"] * count, "-H",
-            "content-type: application/json", "--data-binary", f"@{handle.name}",
+            "content-type: application/json", "-H", "connection: close",
+            "--data-binary", f"@{handle.name}",
             "-w", "%{http_code} %{time_total}\n",
             *[f"http://{url[0]}:{url[1]}/score"] * count,
             stdout=asyncio.subprocess.PIPE,

@@ -241,3 +241,34 @@ def test_cors_is_off_unless_configured(engine: ControlledEngine) -> None:
         assert answer.headers["access-control-allow-origin"] == "https://labels.example"
         refused = httpx.options(f"{s.url}/score", headers=preflight)
         assert "access-control-allow-origin" not in refused.headers
+
+
+def test_a_connection_retrying_before_retry_after_is_held(engine: ControlledEngine) -> None:
+    engine.delay_s = 0.3
+    with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
+        busy = [
+            threading.Thread(
+                target=httpx.post,
+                args=(f"{s.url}/score",),
+                kwargs={"json": {"texts": [f"good {i}"] * 4}, "timeout": 30},
+            )
+            for i in range(3)
+        ]
+        for thread in busy:
+            thread.start()
+        assert engine.started.wait(5)
+        time.sleep(0.1)  # the queue is full
+        with httpx.Client(base_url=s.url, timeout=30) as keep_alive:
+            first = keep_alive.post("/score", json={"texts": ["a"]})
+            check_error(first, 429, "overloaded")
+            told = int(first.headers["retry-after"])
+            tick = time.monotonic()
+            again = keep_alive.post("/score", json={"texts": ["a"]})  # at once: too early
+            held = time.monotonic() - tick
+        assert held >= told - 0.1, "an early retry waits out its Retry-After"
+        assert again.status_code == 200, again.text  # by then the queue had room
+        other = httpx.post(f"{s.url}/health")  # other connections are not held
+        assert other.status_code == 405
+        assert "rankrm_held_retries_total 1.0" in httpx.get(f"{s.url}/metrics").text
+        for thread in busy:
+            thread.join()
