@@ -146,20 +146,27 @@ def test_slow_body_gets_408(engine: ControlledEngine) -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer
 
 
+def fill_the_queue(server: Server, engine: ControlledEngine) -> list[threading.Thread]:
+    """Three requests of 4 texts: with a batch of 4 and a queue of 8, the (slow) model holds
+    one and the queue is full. Returns their threads once the model has started."""
+    busy = [
+        threading.Thread(
+            target=httpx.post,
+            args=(f"{server.url}/score",),
+            kwargs={"json": {"texts": [f"good {i}"] * 4}, "timeout": 30},
+        )
+        for i in range(3)
+    ]
+    for thread in busy:
+        thread.start()
+    assert engine.started.wait(5)
+    return busy
+
+
 def test_full_queue_refuses_before_reading_the_body(engine: ControlledEngine) -> None:
     engine.delay_s = 0.5
     with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
-        busy = [
-            threading.Thread(
-                target=httpx.post,
-                args=(f"{s.url}/score",),
-                kwargs={"json": {"texts": [f"good {i}"] * 4}, "timeout": 30},
-            )
-            for i in range(3)
-        ]
-        for thread in busy:
-            thread.start()
-        assert engine.started.wait(5)
+        busy = fill_the_queue(s, engine)
         time.sleep(0.1)  # 4 texts in the model, 8 queued: full
         head = b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n"
         answer = raw_exchange(s.url, head)  # headers only: refused without the body
@@ -246,17 +253,7 @@ def test_cors_is_off_unless_configured(engine: ControlledEngine) -> None:
 def test_a_connection_retrying_before_retry_after_is_held(engine: ControlledEngine) -> None:
     engine.delay_s = 0.3
     with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
-        busy = [
-            threading.Thread(
-                target=httpx.post,
-                args=(f"{s.url}/score",),
-                kwargs={"json": {"texts": [f"good {i}"] * 4}, "timeout": 30},
-            )
-            for i in range(3)
-        ]
-        for thread in busy:
-            thread.start()
-        assert engine.started.wait(5)
+        busy = fill_the_queue(s, engine)
         time.sleep(0.1)  # the queue is full
         with httpx.Client(base_url=s.url, timeout=30) as keep_alive:
             first = keep_alive.post("/score", json={"texts": ["a"]})
