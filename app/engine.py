@@ -13,11 +13,25 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.config import Settings
+from rankrm.chat import ChatTemplateError
 from rankrm.encoding import Batch, Tokens
 from rankrm.runtime import OnnxRewardModel
 
 NEVER_SPLIT = 1e9  # a call overhead no padding saving can beat
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+PromptInput = str | list[dict[str, str]] | None
+"""A prompt as text, or as chat turns (role/content, roles already normalised)."""
+
+
+class InputError(ValueError):
+    """Input ``index`` of an ``encode`` call cannot be turned into tokens (e.g. the model's
+    chat template refused the conversation)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class Engine(Protocol):
@@ -27,10 +41,11 @@ class Engine(Protocol):
     max_length: int
 
     def encode(
-        self, prompts: Sequence[str | None], responses: Sequence[str], *, parallel: bool = True
+        self, prompts: Sequence[PromptInput], responses: Sequence[str], *, parallel: bool = True
     ) -> list[Tokens]:
         """Token ids of each input, truncated to ``max_length`` (``parallel=False``: on the
-        calling thread only, as the event loop needs)."""
+        calling thread only, as the event loop needs). A prompt given as chat turns makes
+        the input a conversation ending with the response as the assistant's answer."""
         ...
 
     def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
@@ -82,9 +97,29 @@ class OnnxEngine:
         return cls(model)
 
     def encode(
-        self, prompts: Sequence[str | None], responses: Sequence[str], *, parallel: bool = True
+        self, prompts: Sequence[PromptInput], responses: Sequence[str], *, parallel: bool = True
     ) -> list[Tokens]:
-        return self.model.encode(prompts, responses, parallel=parallel)
+        chats = [i for i, prompt in enumerate(prompts) if isinstance(prompt, list)]
+        if not chats:
+            texts: list[str | None] = [p if isinstance(p, str) else None for p in prompts]
+            return self.model.encode(texts, responses, parallel=parallel)
+        tokens: list[Tokens | None] = [None] * len(prompts)
+        pairs = [i for i in range(len(prompts)) if i not in set(chats)]
+        if pairs:
+            paired = self.model.encode(
+                [prompts[i] for i in pairs],  # type: ignore[misc]
+                [responses[i] for i in pairs],
+                parallel=parallel,
+            )
+            for i, one in zip(pairs, paired, strict=True):
+                tokens[i] = one
+        for i in chats:
+            turns = [*prompts[i], {"role": "assistant", "content": responses[i]}]  # type: ignore[misc]
+            try:
+                (tokens[i],) = self.model.encode_conversations([turns])
+            except ChatTemplateError as exc:
+                raise InputError(i, str(exc)) from exc
+        return [t for t in tokens if t is not None]
 
     def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
         return self.model.run_encodings(encodings)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from app.engine import PromptInput
 from app.schemas import (
     ERROR_RESPONSES,
     CompareRequest,
@@ -20,7 +21,7 @@ from app.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from app.scoring import ServiceState, prompt_text, rewards, score
+from app.scoring import ServiceState, conversation_input, prompt_input, rewards, score
 from app.security import require_api_key, service_state
 
 State = Annotated[ServiceState, Depends(service_state)]
@@ -37,15 +38,23 @@ def _sigmoid(x: float) -> float:
 @router.post("/score", response_model=ScoreResponse)
 async def score_texts(body: ScoreRequest, request: Request, state: State) -> ScoreResponse:
     """One reward per text (or per prompt/response item), in order."""
+    prompts: list[PromptInput]
+    responses: list[str]
     if body.texts is not None:
-        prompts: list[str | None] = [None] * len(body.texts)
+        prompts = [None] * len(body.texts)
         responses = body.texts
         names = [f"texts[{i}]" for i in range(len(responses))]
     else:
         items = body.items or []
         names = [f"items[{i}]" for i in range(len(items))]
-        prompts = [prompt_text(item.prompt, name) for item, name in zip(items, names, strict=True)]
-        responses = [item.response for item in items]
+        prompts, responses = [], []
+        for item, name in zip(items, names, strict=True):
+            if item.messages is not None:
+                prompt, response = conversation_input(item.messages, f"{name}.messages")
+            else:
+                prompt, response = prompt_input(item.prompt, f"{name}.prompt"), item.response or ""
+            prompts.append(prompt)
+            responses.append(response)
     scores = await score(state, request, prompts, responses, names, body.truncate)
     return ScoreResponse(
         model=state.engine.name,
@@ -60,11 +69,11 @@ async def score_texts(body: ScoreRequest, request: Request, state: State) -> Sco
 async def compare(body: CompareRequest, request: Request, state: State) -> CompareResponse:
     """Both rewards of each pair and P(a preferred to b) = sigmoid(r_a - r_b) (raw rewards:
     the normalisation offset cancels and the model's own scale is kept)."""
-    prompts: list[str | None] = []
+    prompts: list[PromptInput] = []
     responses: list[str] = []
     names: list[str] = []
     for i, pair in enumerate(body.pairs):
-        prompt = prompt_text(pair.prompt, f"pairs[{i}]")
+        prompt = prompt_input(pair.prompt, f"pairs[{i}].prompt")
         prompts += [prompt, prompt]
         responses += [pair.a, pair.b]
         names += [f"pairs[{i}].a", f"pairs[{i}].b"]
@@ -90,7 +99,7 @@ async def compare(body: CompareRequest, request: Request, state: State) -> Compa
 @router.post("/rank", response_model=RankResponse)
 async def rank(body: RankRequest, request: Request, state: State) -> RankResponse:
     """Candidates ordered best first, with rewards and original indices (best-of-n)."""
-    prompt = prompt_text(body.prompt, "prompt")
+    prompt = prompt_input(body.prompt, "prompt")
     names = [f"candidates[{i}]" for i in range(len(body.candidates))]
     scores = await score(
         state, request, [prompt] * len(body.candidates), body.candidates, names, body.truncate
@@ -114,7 +123,7 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
     if not body.query:
         return GetRewardResponse(rewards=[], scores=[], extra_logs={})
     given = body.prompts or []
-    prompts: list[str | None] = []
+    prompts: list[PromptInput] = []
     responses: list[str] = []
     for i, query in enumerate(body.query):
         prompt = given[i] if i < len(given) else None

@@ -29,7 +29,10 @@ Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 """A string that is valid Unicode: lone surrogates are refused with the field named
 (see ``rankrm.encoding``); every text field of every request is one."""
 
-Prompt = Text | list[dict[Text, Text]] | None
+ChatMessages = list[dict[Text, Text]]
+"""Chat messages, ``{"role", "content"}`` (or ShareGPT's ``{"from", "value"}``)."""
+
+Prompt = Text | ChatMessages | None
 
 
 class Strict(BaseModel):
@@ -48,10 +51,24 @@ class Options(Strict):
 
 
 class Item(Strict):
-    """A response to a prompt (the prompt may be chat messages)."""
+    """A response to a prompt (text or chat messages), or a whole conversation whose last
+    message is the assistant's answer."""
 
     prompt: Prompt = None
-    response: Text
+    response: Text | None = None
+    messages: ChatMessages | None = Field(
+        None,
+        description="A whole conversation ending with the assistant's answer (instead of "
+        "prompt and response); rendered by the model's chat template when it has one.",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Item:
+        if (self.response is None) == (self.messages is None):
+            raise ValueError("give either 'response' (with an optional 'prompt') or 'messages'")
+        if self.messages is not None and self.prompt is not None:
+            raise ValueError("'messages' holds the whole conversation: no 'prompt' with it")
+        return self
 
 
 class ScoreRequest(Options):

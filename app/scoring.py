@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +13,12 @@ from fastapi import Request
 
 from app.batcher import Batcher, Scored
 from app.config import Settings
-from app.engine import Engine
+from app.engine import Engine, InputError, PromptInput
 from app.errors import ErrorKind, ServiceError
 from app.metrics import Metrics
 from app.schemas import Prompt, Timings, Usage
-from rankrm.encoding import Tokens, render_messages
+from rankrm.chat import ChatTemplateError
+from rankrm.encoding import Tokens, normalise_role
 
 _INLINE_CHARS = 2048  # tokenised on the event loop up to this many characters (< 1 ms)
 _SLICE_CHARS = 256 * 1024  # larger requests: in a thread, a slice of about this many at a time
@@ -46,18 +47,54 @@ class Scores:
     timings: Timings
 
 
-def prompt_text(prompt: Prompt, where: str) -> str | None:
-    """A prompt as text (chat messages rendered, see ``rankrm.encoding``)."""
+def chat_turns(messages: Sequence[Mapping[str, str]], where: str) -> list[dict[str, str]]:
+    """Chat messages as ``{"role", "content"}`` turns with standard role names (OpenAI or
+    ShareGPT style in; see ``rankrm.encoding.normalise_role``); 422 naming the message."""
+    turns = []
+    for i, message in enumerate(messages):
+        role = message.get("role", message.get("from"))
+        content = message.get("content", message.get("value"))
+        if role is None or content is None:
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST,
+                f"{where}[{i}]: a chat message needs role (or from) and content (or value)",
+            )
+        try:
+            turns.append({"role": normalise_role(role), "content": content})
+        except ValueError as exc:
+            raise ServiceError(ErrorKind.INVALID_REQUEST, f"{where}[{i}]: {exc}") from exc
+    return turns
+
+
+def prompt_input(prompt: Prompt, where: str) -> PromptInput:
+    """A prompt as the engine takes it: text, or chat turns (rendered by the model's chat
+    template when it has one, else as ``role: content`` text; see ``rankrm.encoding``)."""
     if prompt is None or isinstance(prompt, str):
         return prompt
-    try:
-        return render_messages(prompt)
-    except ValueError as exc:
-        raise ServiceError(ErrorKind.INVALID_REQUEST, f"{where}: {exc}") from exc
+    return chat_turns(prompt, where)
+
+
+def conversation_input(
+    messages: Sequence[Mapping[str, str]], where: str
+) -> tuple[PromptInput, str]:
+    """A whole conversation as (prompt turns, answer): it must end with the answer scored."""
+    turns = chat_turns(messages, where)
+    if not turns or turns[-1]["role"] != "assistant":
+        raise ServiceError(
+            ErrorKind.INVALID_REQUEST,
+            f"{where}: a conversation to score must end with the assistant's answer",
+        )
+    return turns[:-1] or None, turns[-1]["content"]
+
+
+def _chars(prompt: PromptInput) -> int:
+    if isinstance(prompt, list):
+        return sum(len(turn["content"]) for turn in prompt)
+    return len(prompt or "")
 
 
 def check_inputs(
-    settings: Settings, prompts: Sequence[str | None], responses: Sequence[str], names: list[str]
+    settings: Settings, prompts: Sequence[PromptInput], responses: Sequence[str], names: list[str]
 ) -> None:
     """Refuse empty, too many and too long inputs, naming the first offender."""
     if not responses:
@@ -71,11 +108,11 @@ def check_inputs(
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         if not response.strip():
             raise ServiceError(ErrorKind.INVALID_REQUEST, f"{names[i]}: empty text")
-        for text, name in ((response, names[i]), (prompt or "", f"{names[i]} prompt")):
-            if len(text) > settings.max_text_chars:
+        for size, name in ((len(response), names[i]), (_chars(prompt), f"{names[i]} prompt")):
+            if size > settings.max_text_chars:
                 raise ServiceError(
                     ErrorKind.TOO_LARGE,
-                    f"{name}: {len(text)} characters; the limit is {settings.max_text_chars}",
+                    f"{name}: {size} characters; the limit is {settings.max_text_chars}",
                 )
 
 
@@ -95,15 +132,18 @@ def slices(sizes: Sequence[int], budget: int) -> list[tuple[int, int]]:
 
 
 async def tokenize(
-    state: ServiceState, prompts: Sequence[str | None], responses: Sequence[str]
+    state: ServiceState,
+    prompts: Sequence[PromptInput],
+    responses: Sequence[str],
+    names: Sequence[str],
 ) -> list[Tokens]:
     """Token ids of each input. Small requests are tokenised inline; larger ones in a
     thread, one slice at a time across the whole service, so nothing proportional to input
     size runs on the event loop and the tokenizer's transient memory stays bounded."""
-    sizes = [len(r) + len(p or "") for p, r in zip(prompts, responses, strict=True)]
+    sizes = [len(r) + _chars(p) for p, r in zip(prompts, responses, strict=True)]
     total = sum(sizes)
     if total <= _INLINE_CHARS:
-        return state.engine.encode(prompts, responses, parallel=False)
+        return _encode(state.engine, prompts, responses, names, parallel=False)
     wait_s = (state.tokenizer_backlog_chars + total) * state.s_per_char
     wait_s += state.batcher.expected_wait_s()
     limit = state.settings.queue_wait_limit_s
@@ -120,7 +160,11 @@ async def tokenize(
         for start, end in slices(sizes, _SLICE_CHARS):
             async with state.tokenizing:
                 part, seconds = await asyncio.to_thread(
-                    _timed_encode, state.engine, prompts[start:end], responses[start:end]
+                    _timed_encode,
+                    state.engine,
+                    prompts[start:end],
+                    responses[start:end],
+                    names[start:end],
                 )
             tokens += part
             chars = sum(sizes[start:end])
@@ -132,13 +176,30 @@ async def tokenize(
     return tokens
 
 
+def _encode(
+    engine: Engine,
+    prompts: Sequence[PromptInput],
+    responses: Sequence[str],
+    names: Sequence[str],
+    *,
+    parallel: bool = True,
+) -> list[Tokens]:
+    """The engine's tokens, with the input a chat template refused named (422)."""
+    try:
+        return engine.encode(prompts, responses, parallel=parallel)
+    except InputError as exc:
+        raise ServiceError(ErrorKind.INVALID_REQUEST, f"{names[exc.index]}: {exc}") from exc
+    except ChatTemplateError as exc:
+        raise ServiceError(ErrorKind.INVALID_REQUEST, f"{names[0]}...: {exc}") from exc
+
+
 def _timed_encode(
-    engine: Engine, prompts: Sequence[str | None], responses: Sequence[str]
+    engine: Engine, prompts: Sequence[PromptInput], responses: Sequence[str], names: Sequence[str]
 ) -> tuple[list[Tokens], float]:
     """Encode in the worker thread and time it there: timed from the event loop, the wait
     for the loop to notice would count as tokenisation under load."""
     started = time.perf_counter()
-    tokens = engine.encode(prompts, responses)
+    tokens = _encode(engine, prompts, responses, names)
     return tokens, time.perf_counter() - started
 
 
@@ -159,7 +220,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 async def score(
     state: ServiceState,
     request: Request,
-    prompts: Sequence[str | None],
+    prompts: Sequence[PromptInput],
     responses: Sequence[str],
     names: list[str],
     truncate: bool,
@@ -167,7 +228,7 @@ async def score(
     """Score inputs through the batcher within the request deadline."""
     started = time.monotonic()
     check_inputs(state.settings, prompts, responses, names)
-    encodings = await tokenize(state, prompts, responses)
+    encodings = await tokenize(state, prompts, responses, names)
     tokenized = time.monotonic()
     state.metrics.tokenize_seconds.observe(tokenized - started)
     truncated = [i for i, enc in enumerate(encodings) if enc.truncated]

@@ -432,9 +432,19 @@ def export(
     name: Annotated[str | None, typer.Option(help="Model name. Default: the folder name.")] = None,
     seed: SeedOpt = 0,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads.")] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens the served model reads at most. Default: what the run trained with; "
+            "128 for a model from elsewhere (a chat reward model usually wants more)."
+        ),
+    ] = None,
 ) -> None:
     """Export a checkpoint to ONNX with its tokenizer, manifest and model card, checked
-    against torch (parity, batch invariance, loading without torch) before it is written."""
+    against torch (parity, batch invariance, loading without torch) before it is written.
+
+    Any local AutoModelForSequenceClassification folder with one output works; a tokenizer
+    with a chat template makes the served model read conversations through it."""
     from training.data import DataError
     from training.export import ExportConfig, ExportError, export_model
     from training.export_checks import ExportCheckError
@@ -454,6 +464,7 @@ def export(
         name=name,
         seed=seed,
         threads=threads,
+        max_length=max_length,
     )
     try:
         report = export_model(config)

@@ -32,6 +32,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from rankrm.chat import ChatTemplate
+
 TruncationSide = Literal["left", "right"]
 
 # Role names seen in the wild, mapped to one vocabulary.
@@ -226,6 +228,82 @@ def pad_batch(encodings: Sequence[_HasIds], pad_id: int) -> Batch:
         mask[row, :n] = 1
         types[row, :n] = enc.type_ids
     return Batch(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+def _chat_tokens(tokenizer: Tokenizer, text: str) -> Tokens:
+    """A rendered conversation's tokens: no special tokens added (the template wrote them),
+    over-long text cut from the left (the truncation the tokenizer is configured with)."""
+    return Tokens.of(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _droppable_turn(messages: Sequence[Mapping[str, Any]]) -> int | None:
+    """Index of the oldest prompt turn that can go (not a system message, not the final
+    user question and answer), or None."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    for i, message in enumerate(messages[: max(last_user, 0)]):
+        if message.get("role") != "system":
+            return i
+    return None
+
+
+def encode_conversation(
+    tokenizer: Tokenizer, template: ChatTemplate, messages: Sequence[Mapping[str, Any]]
+) -> Tokens:
+    """A conversation rendered by the model's chat template and tokenised as
+    ``tokenizer.apply_chat_template(messages, tokenize=True)`` does.
+
+    Over ``max_length`` tokens, the oldest prompt turns go first (a turn with the replies
+    after it, up to the next user turn, so templates that want alternating roles still
+    render); if the last question and answer alone are too long, the start is cut and the
+    end of the answer kept. ``truncated`` says whether anything was dropped."""
+    kept = list(messages)
+    tokens = _chat_tokens(tokenizer, template.render(kept))
+    dropped = False
+    while tokens.truncated:
+        first = _droppable_turn(kept)
+        if first is None:
+            break
+        end = first + 1
+        while end < len(kept) and kept[end].get("role") not in ("user", "system"):
+            end += 1
+        del kept[first:end]
+        dropped = True
+        tokens = _chat_tokens(tokenizer, template.render(kept))
+    if dropped and not tokens.truncated:
+        return Tokens(tokens.ids, tokens.type_ids, truncated=True)
+    return tokens
+
+
+def encode_pairs(
+    tokenizer: Tokenizer,
+    chat: ChatTemplate | None,
+    prompts: Sequence[str | None],
+    responses: Sequence[str],
+    *,
+    parallel: bool = True,
+) -> list[Tokens]:
+    """The one entry point for ``(prompt, response)`` inputs, used by training's torch
+    model, export and the service alike.
+
+    Without a chat template: the pair encoding of :func:`encode`. With one: a prompt and
+    its response are the conversation ``[user: prompt, assistant: response]`` rendered by
+    the template; a response alone is tokenised as it stands, as ``tokenizer(text)`` would
+    (special tokens added, except a BOS the text already starts with)."""
+    if chat is None:
+        return [Tokens.of(e) for e in encode(tokenizer, prompts, responses, parallel=parallel)]
+    bos = chat.special_tokens.get("bos_token")
+    tokens = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        if prompt:
+            conversation = [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": response},
+            ]
+            tokens.append(encode_conversation(tokenizer, chat, conversation))
+        else:
+            has_bos = bos is not None and bos != "" and response.startswith(bos)
+            tokens.append(Tokens.of(tokenizer.encode(response, add_special_tokens=not has_bos)))
+    return tokens
 
 
 def pad_token_id(tokenizer: Tokenizer, fallback: int | None = None) -> int:

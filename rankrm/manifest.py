@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankrm.chat import ChatTemplate
 from rankrm.encoding import EncodingSpec
 
 FORMAT_VERSION = 1
@@ -57,7 +58,9 @@ class Manifest:
     files: dict[str, str]
     evaluation: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
-    template: str = "pair"  # see rankrm.encoding: (prompt, response) pair encoding
+    template: str = "pair"  # "pair" (rankrm.encoding.encode) or "chat" (the chat template)
+    chat_template: str | None = None  # the Jinja source, when template == "chat"
+    special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token... for it
     format_version: int = FORMAT_VERSION
     created_by: str = ""
 
@@ -65,6 +68,15 @@ class Manifest:
     def encoding(self) -> EncodingSpec:
         """The tokenisation settings the model was trained with."""
         return EncodingSpec(self.max_length, self.truncation_side)  # type: ignore[arg-type]
+
+    @property
+    def chat(self) -> ChatTemplate | None:
+        """The chat template the model reads conversations with, if it has one."""
+        if self.template != "chat":
+            return None
+        if not self.chat_template:
+            raise ManifestError('template is "chat" but the manifest holds no chat_template')
+        return ChatTemplate(self.chat_template, self.special_tokens)
 
     @property
     def input_names(self) -> list[str]:

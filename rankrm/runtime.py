@@ -14,7 +14,17 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from rankrm.encoding import Batch, EncodingSpec, Tokens, configure_tokenizer, encode, pad_batch
+from rankrm.chat import ChatTemplate, Message
+from rankrm.encoding import (
+    Batch,
+    EncodingSpec,
+    Tokens,
+    configure_tokenizer,
+    encode_conversation,
+    encode_pairs,
+    pad_batch,
+    render_messages,
+)
 from rankrm.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, load_manifest
 
 
@@ -48,6 +58,7 @@ class OnnxRewardModel:
     pad_token_id: int
     normalization: Normalization
     manifest: Manifest | None = None
+    chat: ChatTemplate | None = None  # the model's chat template, when it reads conversations
 
     @classmethod
     def from_files(
@@ -58,11 +69,12 @@ class OnnxRewardModel:
         input_names: list[str],
         pad_token_id: int,
         threads: int | None = None,
+        chat: ChatTemplate | None = None,
     ) -> OnnxRewardModel:
         """A model file without a manifest (used by export before the manifest exists)."""
         session = make_session(model_path, threads)
         configured = configure_tokenizer(tokenizer, spec)
-        return cls(session, configured, input_names, pad_token_id, Normalization())
+        return cls(session, configured, input_names, pad_token_id, Normalization(), chat=chat)
 
     @classmethod
     def load(
@@ -87,14 +99,24 @@ class OnnxRewardModel:
             manifest.pad_token_id,
             manifest.normalization,
             manifest,
+            manifest.chat,
         )
 
     def encode(
         self, prompts: Sequence[str | None], responses: Sequence[str], *, parallel: bool = True
     ) -> list[Tokens]:
         """Token ids of each input (the shared contract in ``rankrm.encoding``), compact."""
-        encodings = encode(self.tokenizer, prompts, responses, parallel=parallel)
-        return [Tokens.of(e) for e in encodings]
+        return encode_pairs(self.tokenizer, self.chat, prompts, responses, parallel=parallel)
+
+    def encode_conversations(self, conversations: Sequence[Sequence[Message]]) -> list[Tokens]:
+        """Token ids of whole conversations (the last message is the answer scored): rendered
+        by the model's chat template, or, without one, the pair encoding of the rendered
+        prompt turns and the answer."""
+        if self.chat is not None:
+            return [encode_conversation(self.tokenizer, self.chat, c) for c in conversations]
+        prompts = [render_messages(c[:-1]) if len(c) > 1 else None for c in conversations]
+        answers = [str(c[-1].get("content", c[-1].get("value", ""))) for c in conversations]
+        return encode_pairs(self.tokenizer, None, prompts, answers)
 
     def run(self, batch: Batch) -> np.ndarray:
         """Raw rewards ``(N,)`` float32 of one padded batch."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,18 @@ WORDS = [
     *("the a movie film was is it this that and very not plot acting".split(" ")),
     *("question answer user assistant".split(" ")),
 ]
+
+
+def tiny_dims(vocab_size: int, max_positions: int) -> dict[str, Any]:
+    """The size every tiny test model shares: 2 layers, 32 wide, 2 heads."""
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+    )
 
 
 def build_tiny_backbone(folder: Path, *, token_types: bool = True) -> Path:
@@ -27,12 +40,7 @@ def build_tiny_backbone(folder: Path, *, token_types: bool = True) -> Path:
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)})
     tokenizer.save_pretrained(folder)
     config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
+        **tiny_dims(len(vocab), 128),
         type_vocab_size=2 if token_types else 1,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
@@ -66,3 +74,37 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> 
     out = tmp / "model"
     export_model(ExportConfig(ckpt, out, reference=texts_file(tmp / "ref.jsonl")))
     return out
+
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""Qwen2's chat template (ChatML with a default system turn)."""
+
+
+def build_chat_tokenizer(folder: Path, template: str | None = CHATML) -> Path:
+    """A byte-level tokenizer (every byte a token, no merges) with BOS/EOS/pad and ChatML
+    control tokens, a BOS-adding post-processor like Llama's, and ``template``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"])
+    bos = ("<s>", tok.token_to_id("<s>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[bos]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    if template is not None:
+        fast.chat_template = template
+    folder.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(folder)
+    return folder

@@ -82,6 +82,7 @@ class ExportConfig:
     threads: int | None = None
     max_reference_texts: int = 10_000
     check_texts: int = 48
+    max_length: int | None = None  # default: the checkpoint's recorded encoding, else 128
 
 
 @dataclass
@@ -111,7 +112,7 @@ class _Exporter:
     def __init__(self, config: ExportConfig) -> None:
         self.config = config
         self.run = _run_config(config.checkpoint)
-        self.rm: RewardModel = load_reward_model(config.checkpoint)
+        self.rm: RewardModel = load_reward_model(config.checkpoint, max_length=config.max_length)
         self.rm.model.eval()
         self.timings: dict[str, float] = {}
 
@@ -242,6 +243,9 @@ class _Exporter:
             output={"name": OUTPUT_NAME, "dtype": "float32", "shape": "(batch,)"},
             pad_token_id=self.rm.pad_id,
             pooling=pooling_of(self.rm.model),
+            template="chat" if self.rm.chat is not None else "pair",
+            chat_template=self.rm.chat.source if self.rm.chat is not None else None,
+            special_tokens=self.rm.chat.special_tokens if self.rm.chat is not None else {},
             normalization=normalization,
             quantization=quantization,
             files={name: sha256(staging / name) for name in (MODEL_FILE, TOKENIZER_FILE)},
@@ -262,7 +266,7 @@ class _Exporter:
 
     def _session(self, path: Path, tokenizer: Tokenizer, names: list[str]) -> OnnxRewardModel:
         return OnnxRewardModel.from_files(
-            path, tokenizer, self.rm.spec, names, self.rm.pad_id, self.config.threads
+            path, tokenizer, self.rm.spec, names, self.rm.pad_id, self.config.threads, self.rm.chat
         )
 
     def _quantize(

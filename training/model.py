@@ -8,6 +8,7 @@ so TRL, OpenRLHF and RewardBench can use it as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -20,7 +21,8 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from rankrm.encoding import EncodingSpec, configure_tokenizer, encode, pad_batch
+from rankrm.chat import ChatTemplate
+from rankrm.encoding import EncodingSpec, configure_tokenizer, encode_pairs, pad_batch
 from training.data import RankingList
 from training.fsutil import swap_in
 
@@ -48,12 +50,14 @@ class RewardModel:
     tokenizer: Tokenizer  # its backend, configured by ``spec``: what the service runs
     spec: EncodingSpec
     pad_id: int
+    chat: ChatTemplate | None = None  # a foreign reward model's chat template (see load)
 
     def batch(
         self, prompts: Sequence[str | None], responses: Sequence[str]
     ) -> dict[str, torch.Tensor]:
         """Tokenise and pad to the longest text of this batch; tensors are ``(N, T)``."""
-        padded = pad_batch(encode(self.tokenizer, prompts, responses), self.pad_id)
+        tokens = encode_pairs(self.tokenizer, self.chat, prompts, responses)
+        padded = pad_batch(tokens, self.pad_id)
         inputs = {
             "input_ids": torch.from_numpy(padded.input_ids),
             "attention_mask": torch.from_numpy(padded.attention_mask),
@@ -117,19 +121,24 @@ def uses_token_types(model: PreTrainedModel) -> bool:
     return int(getattr(model.config, "type_vocab_size", 0) or 0) > 1
 
 
-def load_reward_model(path: Path | str, spec: EncodingSpec | None = None) -> RewardModel:
+def load_reward_model(
+    path: Path | str, spec: EncodingSpec | None = None, max_length: int | None = None
+) -> RewardModel:
     """Load a backbone or a checkpoint from a local folder as a one-output reward model.
 
-    ``spec`` defaults to the encoding stored with a checkpoint, else ``EncodingSpec()``.
+    ``spec`` defaults to the encoding stored with a checkpoint, else ``EncodingSpec()``;
+    ``max_length`` overrides its length.
     """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a Hugging Face model folder (no config.json)")
+    stored = path / ENCODING_FILE
+    recorded: dict[str, Any] = json.loads(stored.read_text()) if stored.is_file() else {}
+    rule = recorded.pop("template", "pair" if stored.is_file() else "auto")
     if spec is None:
-        stored = path / ENCODING_FILE
-        spec = (
-            EncodingSpec(**json.loads(stored.read_text())) if stored.is_file() else EncodingSpec()
-        )
+        spec = EncodingSpec(**recorded) if recorded else EncodingSpec()
+    if max_length is not None:
+        spec = dataclasses.replace(spec, max_length=max_length)
     hf_tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(hf_tokenizer, "is_fast", False):
         raise ValueError(f"{path}: a fast tokenizer (tokenizer.json) is needed")
@@ -144,7 +153,21 @@ def load_reward_model(path: Path | str, spec: EncodingSpec | None = None) -> Rew
     model.config.pad_token_id = hf_tokenizer.pad_token_id
     own_aligned_storage(model)
     tokenizer = configure_tokenizer(hf_tokenizer.backend_tokenizer, spec)
-    return RewardModel(model, hf_tokenizer, tokenizer, spec, int(hf_tokenizer.pad_token_id))
+    chat = chat_template_of(hf_tokenizer) if rule in ("auto", "chat") else None
+    return RewardModel(model, hf_tokenizer, tokenizer, spec, int(hf_tokenizer.pad_token_id), chat)
+
+
+def chat_template_of(hf_tokenizer: Any) -> ChatTemplate | None:
+    """The chat template a reward model from elsewhere reads conversations with, and the
+    special tokens transformers renders it with; None when the tokenizer has none.
+
+    A checkpoint that rankrm saved records the rule it was trained with in
+    ``rankrm_encoding.json`` (``template``: pair or chat); one saved before the rule was
+    recorded was trained with the pair encoding."""
+    source = getattr(hf_tokenizer, "chat_template", None)
+    if not isinstance(source, str) or not source:
+        return None  # none, or several named templates (not supported: say which to use)
+    return ChatTemplate(source, dict(hf_tokenizer.special_tokens_map))
 
 
 def save_checkpoint(
@@ -167,6 +190,7 @@ def save_checkpoint(
         spec = {
             "max_length": reward_model.spec.max_length,
             "truncation_side": reward_model.spec.truncation_side,
+            "template": "chat" if reward_model.chat is not None else "pair",
         }
         (staging / ENCODING_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         for name, payload in (extra or {}).items():

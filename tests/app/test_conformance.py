@@ -1,0 +1,200 @@
+"""Conformance: a reward model from elsewhere, exported and served over HTTP, gives the reward
+transformers gives for the same conversation (its own tokenizer's chat template, its own
+model), within 1e-4, for each decoder family and each input shape the service takes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rankrm.runtime import OnnxRewardModel
+from tests.app.conftest import ControlledEngine, Server, running
+from tests.conftest import build_chat_tokenizer, tiny_dims
+from tests.training.test_export import texts_file
+
+MAX_LENGTH = 384
+FAMILIES = ["llama", "qwen2", "qwen3", "mistral"]
+
+SYSTEM = {"role": "system", "content": "Be brief."}
+SHORT = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4."}]
+MULTI = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello! How can I help?"},
+    {"role": "user", "content": "Name a prime, ünïcode ✓"},
+    {"role": "assistant", "content": "7"},
+]
+
+
+def reward_model_folder(folder: Path, family: str) -> Path:
+    """A tiny random decoder reward model (num_labels=1) with a ChatML tokenizer."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
+
+    build_chat_tokenizer(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    small: dict[str, Any] = dict(
+        **tiny_dims(len(tokenizer), MAX_LENGTH + 64),
+        num_key_value_heads=1,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=1,
+    )
+    config = {
+        "llama": LlamaConfig,
+        "qwen2": Qwen2Config,
+        "qwen3": Qwen3Config,
+        "mistral": MistralConfig,
+    }[family](**small)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    return folder
+
+
+class Reference:
+    """transformers' reward for a conversation or a text: the definition of right."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+
+    def chat(self, messages: list[dict[str, str]]) -> float:
+        import torch
+
+        encoded: Any = self.tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            return float(self.model(**encoded).logits[0, 0])
+
+    def text(self, text: str) -> float:
+        import torch
+
+        with torch.no_grad():
+            return float(self.model(**self.tokenizer(text, return_tensors="pt")).logits[0, 0])
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Server, Reference]]:
+    from training.export import ExportConfig, export_model
+
+    family: str = request.param
+    tmp = tmp_path_factory.mktemp(family)
+    folder = reward_model_folder(tmp / "checkpoint", family)
+    out = tmp / "model"
+    reference = texts_file(tmp / "ref.jsonl")
+    export_model(ExportConfig(folder, out, reference=reference, max_length=MAX_LENGTH))
+    engine = ControlledEngine(OnnxRewardModel.load(out))
+    with running(engine) as server:
+        yield family, server, Reference(folder)
+
+
+def served_rewards(server: Server, body: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
+    answer = httpx.post(f"{server.url}/score", json={**body, "raw": True}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    return data["rewards"], data["usage"]
+
+
+def test_the_manifest_carries_the_template(served: tuple[str, Server, Reference]) -> None:
+    _, server, reference = served
+    manifest = server.engine.manifest
+    assert manifest.template == "chat"
+    assert manifest.chat_template == reference.tokenizer.chat_template
+    assert manifest.special_tokens["bos_token"] == "<s>"
+
+
+@pytest.mark.parametrize(
+    "conversation", [SHORT, MULTI, [SYSTEM, *SHORT]], ids=["single", "multi-turn", "system"]
+)
+def test_messages_score_as_transformers(
+    served: tuple[str, Server, Reference], conversation: list[dict[str, str]]
+) -> None:
+    _, server, reference = served
+    (reward,), usage = served_rewards(server, {"items": [{"messages": conversation}]})
+    assert reward == pytest.approx(reference.chat(conversation), abs=1e-4)
+    assert usage["truncated"] == 0
+
+
+def test_prompt_and_response_score_as_that_conversation(
+    served: tuple[str, Server, Reference],
+) -> None:
+    _, server, reference = served
+    items = [
+        {"prompt": "What is 2 + 2?", "response": "4."},
+        {"prompt": MULTI[:-1], "response": "7"},
+        {"prompt": [{"from": "human", "value": "Hi"}], "response": "Hello"},
+    ]
+    rewards, _ = served_rewards(server, {"items": items})
+    expected = [
+        reference.chat(SHORT),
+        reference.chat(MULTI),
+        reference.chat(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        ),
+    ]
+    assert rewards == pytest.approx(expected, abs=1e-4)
+    pair = httpx.post(
+        f"{server.url}/compare",
+        json={"pairs": [{"prompt": MULTI[:-1], "a": "7", "b": "8"}], "raw": True},
+    ).json()["results"][0]
+    assert pair["reward_a"] == pytest.approx(reference.chat(MULTI), abs=1e-4)
+
+
+def test_plain_text_scores_as_the_tokenizer_reads_it(
+    served: tuple[str, Server, Reference],
+) -> None:
+    _, server, reference = served
+    texts = ["A plain answer.", "<s>Already has its BOS."]
+    rewards, _ = served_rewards(server, {"texts": texts})
+    assert rewards[0] == pytest.approx(reference.text(texts[0]), abs=1e-4)
+    without_bos = reference.tokenizer(texts[1], add_special_tokens=False, return_tensors="pt")
+    import torch
+
+    with torch.no_grad():
+        expected = float(reference.model(**without_bos).logits[0, 0])
+    assert rewards[1] == pytest.approx(expected, abs=1e-4)  # no second BOS
+
+
+def test_over_long_conversations_drop_the_oldest_turns(
+    served: tuple[str, Server, Reference],
+) -> None:
+    _, server, reference = served
+    old = [
+        {"role": "user", "content": "an old question " * 12},
+        {"role": "assistant", "content": "an old answer " * 12},
+    ]
+    long_conversation = [SYSTEM, *old, *old, *SHORT]
+    (reward,), usage = served_rewards(server, {"items": [{"messages": long_conversation}]})
+    assert usage["truncated"] == 1
+    assert reward == pytest.approx(reference.chat([SYSTEM, *SHORT]), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ({"messages": [{"role": "user", "content": "no"}]}, ["items[0].messages", "end with"]),
+        ({"messages": [{"role": "alien", "content": "x"}]}, ["items[0].messages[0]", "alien"]),
+        ({"messages": SHORT, "prompt": "x"}, ["no 'prompt'"]),
+        ({"prompt": "x"}, ["either 'response'"]),
+    ],
+)  # fmt: skip
+def test_bad_conversations_are_422_naming_the_field(
+    served: tuple[str, Server, Reference], item: dict[str, Any], words: list[str]
+) -> None:
+    _, server, _ = served
+    answer = httpx.post(f"{server.url}/score", json={"items": [item]})
+    assert answer.status_code == 422, answer.text
+    for word in words:
+        assert word in answer.json()["error"]
