@@ -26,6 +26,14 @@ class Settings(BaseSettings):
         description="Let onnxruntime threads busy-wait between batches (off: the "
         "event loop gets the CPU back).",
     )
+    policy_format: Literal[
+        "auto", "none", "chatml", "llama3", "gemma", "phi3", "deepseek", "inst", "human"
+    ] = Field(
+        "auto",
+        description="How /get_reward reads a policy's decoded conversation (rankrm.formats): "
+        "auto recognises the common chat formats, a name forces one, none scores the "
+        "query as it stands.",
+    )
     # network
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")

@@ -23,6 +23,7 @@ from app.schemas import (
 )
 from app.scoring import ServiceState, conversation_input, prompt_input, rewards, score
 from app.security import require_api_key, service_state
+from rankrm.formats import FORMAT_IDS, parse_conversation
 
 State = Annotated[ServiceState, Depends(service_state)]
 
@@ -117,17 +118,28 @@ async def rank(body: RankRequest, request: Request, state: State) -> RankRespons
 
 @router.post("/get_reward", response_model=GetRewardResponse)
 async def get_reward(body: GetRewardRequest, request: Request, state: State) -> GetRewardResponse:
-    """OpenRLHF's remote reward model protocol. Each ``query`` is prompt + response; when
-    ``prompts[i]`` is a prefix of ``query[i]`` the two are split and pair-encoded like in
-    training, otherwise the whole query is scored as one text. Rewards are normalised."""
+    """OpenRLHF's remote reward model protocol. Each ``query`` is the policy's prompt +
+    response decoded with its special tokens. A query in a known chat format (see
+    ``rankrm.formats``) is split back into messages and read as that conversation, through
+    the reward model's own chat template when it has one; otherwise, when ``prompts[i]`` is
+    a prefix of ``query[i]``, the two are split and encoded as prompt and response; else the
+    whole query is scored as it stands. Rewards are normalised. ``extra_logs`` holds, per
+    item: ``policy_format`` (the number of the format recognised, 0 for none),
+    ``raw_reward``, ``tokens`` and ``truncated`` (0 or 1)."""
     if not body.query:
         return GetRewardResponse(rewards=[], scores=[], extra_logs={})
     given = body.prompts or []
     prompts: list[PromptInput] = []
     responses: list[str] = []
+    formats: list[float] = []
     for i, query in enumerate(body.query):
+        name, turns = parse_conversation(query, state.settings.policy_format)
+        formats.append(FORMAT_IDS[name])
         prompt = given[i] if i < len(given) else None
-        if prompt and query.startswith(prompt) and query[len(prompt) :].strip():
+        if turns is not None:
+            prompts.append(turns[:-1])
+            responses.append(turns[-1]["content"])
+        elif prompt and query.startswith(prompt) and query[len(prompt) :].strip():
             prompts.append(prompt)
             responses.append(query[len(prompt) :])
         else:
@@ -136,4 +148,10 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
     names = [f"query[{i}]" for i in range(len(responses))]
     scores = await score(state, request, prompts, responses, names, truncate=True)
     shown = rewards(state, scores.raw, want_raw=False)
-    return GetRewardResponse(rewards=shown, scores=shown, extra_logs={})
+    extra_logs = {
+        "policy_format": formats,
+        "raw_reward": [float(v) for v in scores.raw],
+        "tokens": [float(n) for n in scores.tokens],
+        "truncated": [float(t) for t in scores.truncated],
+    }
+    return GetRewardResponse(rewards=shown, scores=shown, extra_logs=extra_logs)

@@ -45,6 +45,8 @@ class Scores:
     raw: np.ndarray
     usage: Usage
     timings: Timings
+    tokens: list[int] = field(default_factory=list)  # per input, as the model read it
+    truncated: list[bool] = field(default_factory=list)  # per input
 
 
 def chat_turns(messages: Sequence[Mapping[str, str]], where: str) -> list[dict[str, str]]:
@@ -272,7 +274,13 @@ async def score(
         texts=len(results), tokens=sum(len(e.ids) for e in encodings), truncated=len(truncated)
     )
     raw = np.array([r.raw for r in results], dtype=np.float32)
-    return Scores(raw, usage, timings)
+    return Scores(
+        raw,
+        usage,
+        timings,
+        tokens=[len(e.ids) for e in encodings],
+        truncated=[e.truncated for e in encodings],
+    )
 
 
 def rewards(state: ServiceState, raw: np.ndarray, want_raw: bool) -> list[float]:

@@ -534,6 +534,15 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    policy_format: Annotated[
+        str | None,
+        typer.Option(
+            help="How /get_reward reads a policy's decoded conversation: auto, none, or one "
+            "of chatml, llama3, gemma, phi3, deepseek, inst, human "
+            "(env RANKRM_POLICY_FORMAT; default auto)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     cors_origins: Annotated[
         str | None,
         typer.Option(

@@ -198,3 +198,23 @@ def test_bad_conversations_are_422_naming_the_field(
     assert answer.status_code == 422, answer.text
     for word in words:
         assert word in answer.json()["error"]
+
+
+def test_get_reward_reads_each_policy_format_with_the_models_template(
+    served: tuple[str, Server, Reference],
+) -> None:
+    from tests.rankrm.test_formats import DECODED
+
+    _, server, reference = served
+    names = sorted(DECODED)
+    queries = [DECODED[name][0] for name in names] + ["A reply in no chat format."]
+    answer = httpx.post(f"{server.url}/get_reward", json={"query": queries}, timeout=30).json()
+    logs = answer["extra_logs"]
+    expected = [reference.chat(DECODED[name][1]) for name in names]
+    expected.append(reference.text(queries[-1]))
+    assert logs["raw_reward"] == pytest.approx(expected, abs=1e-4)
+    from rankrm.formats import FORMAT_IDS
+
+    assert logs["policy_format"] == [FORMAT_IDS[name] for name in names] + [0]
+    assert logs["truncated"] == [0] * len(queries)
+    assert len(answer["rewards"]) == len(answer["scores"]) == len(queries)
