@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: serve test lint fuzz train-sst5 train-seed-zh model bench hardening clean
+.PHONY: serve test lint fuzz conformance train-sst5 train-seed-zh model bench hardening clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ model: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/serve_bench.py --model models/default --results docs/benchmarks.json \
 		$(if $(wildcard $(DEFAULT_RUN)/best),--checkpoint $(DEFAULT_RUN)/best,)
+
+# Served rewards against transformers' for each model family and input shape: the table of
+# largest differences goes to docs/conformance.md (make test runs the same tests).
+conformance: $(VENV)/.installed
+	RANKRM_CONFORMANCE_REPORT=docs/conformance.json $(BIN)/pytest -q tests/app/test_conformance.py
+	cat docs/conformance.md
 
 # The service under abuse: overload storms, maximum-size requests, slow clients
 # (docs/hardening.md has results).

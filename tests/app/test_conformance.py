@@ -4,11 +4,14 @@ model), within 1e-4, for each decoder family and each input shape the service ta
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from rankrm.runtime import OnnxRewardModel
@@ -17,7 +20,7 @@ from tests.conftest import build_chat_tokenizer, tiny_dims
 from tests.training.test_export import texts_file
 
 MAX_LENGTH = 384
-FAMILIES = ["llama", "qwen2", "qwen3", "mistral"]
+FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gpt-neox"]
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 SHORT = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4."}]
@@ -34,6 +37,8 @@ def reward_model_folder(folder: Path, family: str) -> Path:
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
+        Gemma2Config,
+        GPTNeoXConfig,
         LlamaConfig,
         MistralConfig,
         Qwen2Config,
@@ -53,6 +58,8 @@ def reward_model_folder(folder: Path, family: str) -> Path:
         "qwen2": Qwen2Config,
         "qwen3": Qwen3Config,
         "mistral": MistralConfig,
+        "gemma2": Gemma2Config,
+        "gpt-neox": GPTNeoXConfig,
     }[family](**small)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
     return folder
@@ -100,6 +107,43 @@ def served(
         yield family, server, Reference(folder)
 
 
+MATRIX: dict[str, dict[str, float]] = {}  # family -> input shape -> max |served - expected|
+
+
+def agrees(family: str, shape: str, served: Any, expected: Any) -> bool:
+    """Record the largest difference for the matrix; true when within 1e-4 everywhere."""
+    pairs = list(zip(np.atleast_1d(served), np.atleast_1d(expected), strict=True))
+    worst = max(abs(float(a) - float(b)) for a, b in pairs)
+    row = MATRIX.setdefault(family, {})
+    row[shape] = max(row.get(shape, 0.0), worst)
+    return worst <= 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_matrix() -> Iterator[None]:
+    """With RANKRM_CONFORMANCE_REPORT set (make conformance), write the matrix there."""
+    yield
+    report = os.environ.get("RANKRM_CONFORMANCE_REPORT")
+    if report:
+        Path(report).write_text(json.dumps(MATRIX, indent=2, sort_keys=True) + "\n")
+        shapes = sorted({shape for row in MATRIX.values() for shape in row})
+        families = sorted(MATRIX)
+        lines = ["| input | " + " | ".join(families) + " |", "|---" * (len(families) + 1) + "|"]
+        for shape in shapes:
+            cells = [f"{MATRIX[f][shape]:.0e}" if shape in MATRIX[f] else "-" for f in families]
+            lines.append(f"| {shape} | " + " | ".join(cells) + " |")
+        title = [
+            "# Served rewards against transformers",
+            "",
+            "Largest |served - transformers| reward per model family and input shape: tiny",
+            "random models exported by `rankrm export`, served by `rankrm serve` over HTTP,",
+            "compared with transformers' own tokenizer (chat template) and model. Written by",
+            "`make conformance` (tests/app/test_conformance.py, which asserts <= 1e-4).",
+            "",
+        ]
+        Path(report).with_suffix(".md").write_text("\n".join(title + lines) + "\n")
+
+
 def served_rewards(server: Server, body: dict[str, Any]) -> tuple[list[float], dict[str, Any]]:
     answer = httpx.post(f"{server.url}/score", json={**body, "raw": True}, timeout=30)
     assert answer.status_code == 200, answer.text
@@ -121,16 +165,17 @@ def test_the_manifest_carries_the_template(served: tuple[str, Server, Reference]
 def test_messages_score_as_transformers(
     served: tuple[str, Server, Reference], conversation: list[dict[str, str]]
 ) -> None:
-    _, server, reference = served
+    family, server, reference = served
     (reward,), usage = served_rewards(server, {"items": [{"messages": conversation}]})
-    assert reward == pytest.approx(reference.chat(conversation), abs=1e-4)
+    shape = {2: "messages", 3: "messages + system", 4: "messages, multi-turn"}[len(conversation)]
+    assert agrees(family, shape, reward, reference.chat(conversation))
     assert usage["truncated"] == 0
 
 
 def test_prompt_and_response_score_as_that_conversation(
     served: tuple[str, Server, Reference],
 ) -> None:
-    _, server, reference = served
+    family, server, reference = served
     items = [
         {"prompt": "What is 2 + 2?", "response": "4."},
         {"prompt": MULTI[:-1], "response": "7"},
@@ -144,33 +189,33 @@ def test_prompt_and_response_score_as_that_conversation(
             [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
         ),
     ]
-    assert rewards == pytest.approx(expected, abs=1e-4)
+    assert agrees(family, "prompt + response", rewards, expected)
     pair = httpx.post(
         f"{server.url}/compare",
         json={"pairs": [{"prompt": MULTI[:-1], "a": "7", "b": "8"}], "raw": True},
     ).json()["results"][0]
-    assert pair["reward_a"] == pytest.approx(reference.chat(MULTI), abs=1e-4)
+    assert agrees(family, "prompt + response", pair["reward_a"], reference.chat(MULTI))
 
 
 def test_plain_text_scores_as_the_tokenizer_reads_it(
     served: tuple[str, Server, Reference],
 ) -> None:
-    _, server, reference = served
+    family, server, reference = served
     texts = ["A plain answer.", "<s>Already has its BOS."]
     rewards, _ = served_rewards(server, {"texts": texts})
-    assert rewards[0] == pytest.approx(reference.text(texts[0]), abs=1e-4)
+    assert agrees(family, "plain text", rewards[0], reference.text(texts[0]))
     without_bos = reference.tokenizer(texts[1], add_special_tokens=False, return_tensors="pt")
     import torch
 
     with torch.no_grad():
         expected = float(reference.model(**without_bos).logits[0, 0])
-    assert rewards[1] == pytest.approx(expected, abs=1e-4)  # no second BOS
+    assert agrees(family, "plain text", rewards[1], expected)  # no second BOS
 
 
 def test_over_long_conversations_drop_the_oldest_turns(
     served: tuple[str, Server, Reference],
 ) -> None:
-    _, server, reference = served
+    family, server, reference = served
     old = [
         {"role": "user", "content": "an old question " * 12},
         {"role": "assistant", "content": "an old answer " * 12},
@@ -178,7 +223,9 @@ def test_over_long_conversations_drop_the_oldest_turns(
     long_conversation = [SYSTEM, *old, *old, *SHORT]
     (reward,), usage = served_rewards(server, {"items": [{"messages": long_conversation}]})
     assert usage["truncated"] == 1
-    assert reward == pytest.approx(reference.chat([SYSTEM, *SHORT]), abs=1e-4)
+    assert agrees(
+        family, "over-long (oldest turns dropped)", reward, reference.chat([SYSTEM, *SHORT])
+    )
 
 
 @pytest.mark.parametrize(
@@ -205,16 +252,68 @@ def test_get_reward_reads_each_policy_format_with_the_models_template(
 ) -> None:
     from tests.rankrm.test_formats import DECODED
 
-    _, server, reference = served
+    family, server, reference = served
     names = sorted(DECODED)
     queries = [DECODED[name][0] for name in names] + ["A reply in no chat format."]
     answer = httpx.post(f"{server.url}/get_reward", json={"query": queries}, timeout=30).json()
     logs = answer["extra_logs"]
     expected = [reference.chat(DECODED[name][1]) for name in names]
     expected.append(reference.text(queries[-1]))
-    assert logs["raw_reward"] == pytest.approx(expected, abs=1e-4)
+    for i, name in enumerate(names):
+        shape = f"/get_reward, {name} query"
+        assert agrees(family, shape, logs["raw_reward"][i], expected[i])
+    assert agrees(family, "/get_reward, no format", logs["raw_reward"][-1], expected[-1])
     from rankrm.formats import FORMAT_IDS
 
     assert logs["policy_format"] == [FORMAT_IDS[name] for name in names] + [0]
     assert logs["truncated"] == [0] * len(queries)
     assert len(answer["rewards"]) == len(answer["scores"]) == len(queries)
+
+
+# ----------------------------------------------------------------------- encoder models
+
+ENCODERS = ["bert", "roberta", "deberta-v2"]
+PAIRS = [("the question", "good film"), (None, "a very good movie"), ("q a", "bad plot")]
+
+
+@pytest.fixture(scope="module", params=ENCODERS)
+def served_encoder(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Reference]]:
+    """Encoder reward models have no chat template: (prompt, response) pair encoding."""
+    from tests.training.test_export import architectures
+    from training.export import ExportConfig, export_model
+
+    tmp = tmp_path_factory.mktemp(request.param)
+    folder = architectures(tmp)[request.param]
+    out = tmp / "model"
+    export_model(ExportConfig(folder, out, reference=texts_file(tmp / "ref.jsonl")))
+    with running(ControlledEngine(OnnxRewardModel.load(out))) as server:
+        yield server, Reference(folder)
+
+
+def test_encoders_score_the_pair_encoding_as_transformers(
+    served_encoder: tuple[Server, Reference],
+) -> None:
+    import torch
+
+    server, reference = served_encoder
+    family = reference.model.config.model_type
+    assert server.engine.manifest.template == "pair"
+    items: list[dict[str, Any]] = [{"prompt": p, "response": r} for p, r in PAIRS]
+    items.append({"messages": [{"role": "user", "content": "the plot"}, *SHORT[1:]]})
+    rewards, _ = served_rewards(server, {"items": items})
+    inputs = [*PAIRS, ("user: the plot", "4.")]  # messages: prompt turns rendered as text
+    expected = []
+    for prompt, response in inputs:
+        args = (prompt, response) if prompt else (response,)
+        encoded = dict(reference.tokenizer(*args, return_tensors="pt"))
+        if getattr(reference.model.config, "type_vocab_size", 0) <= 1:
+            # These tests give RoBERTa and DeBERTa the BERT tokenizer; their own would not
+            # return token types, and the models have no embedding for type 1.
+            encoded.pop("token_type_ids", None)
+        with torch.no_grad():
+            expected.append(float(reference.model(**encoded).logits[0, 0]))
+    shapes = ["prompt + response", "plain text", "prompt + response", "messages"]
+    for shape, got, want in zip(shapes, rewards, expected, strict=True):
+        assert agrees(family, shape, got, want)
