@@ -61,6 +61,7 @@ async def score_texts(body: ScoreRequest, request: Request, state: State) -> Sco
         model=state.engine.name,
         normalized=not body.raw,
         rewards=rewards(state, scores.raw, body.raw),
+        truncated=scores.truncated,
         usage=scores.usage,
         timings=scores.timings,
     )
@@ -85,6 +86,7 @@ async def compare(body: CompareRequest, request: Request, state: State) -> Compa
             reward_a=shown[2 * i],
             reward_b=shown[2 * i + 1],
             p_a_better=_sigmoid(float(scores.raw[2 * i] - scores.raw[2 * i + 1])),
+            truncated=scores.truncated[2 * i] or scores.truncated[2 * i + 1],
         )
         for i in range(len(body.pairs))
     ]
@@ -110,7 +112,7 @@ async def rank(body: RankRequest, request: Request, state: State) -> RankRespons
     return RankResponse(
         model=state.engine.name,
         normalized=not body.raw,
-        ranking=[Ranked(index=i, reward=shown[i]) for i in order],
+        ranking=[Ranked(index=i, reward=shown[i], truncated=scores.truncated[i]) for i in order],
         usage=scores.usage,
         timings=scores.timings,
     )

@@ -107,6 +107,9 @@ class ScoreResponse(BaseModel):
     model: str
     normalized: bool
     rewards: list[float]
+    truncated: list[bool] = Field(
+        default_factory=list, description="Per input: whether it was cut to fit the model."
+    )
     usage: Usage
     timings: Timings
 
@@ -131,6 +134,7 @@ class Comparison(BaseModel):
     reward_a: float
     reward_b: float
     p_a_better: float
+    truncated: bool = Field(False, description="Whether a or b (with its prompt) was cut.")
 
 
 class CompareResponse(BaseModel):
@@ -155,6 +159,7 @@ class Ranked(BaseModel):
 
     index: Annotated[int, Field(description="Position in the request's candidates.")]
     reward: float
+    truncated: bool = Field(False, description="Whether it (with the prompt) was cut.")
 
 
 class RankResponse(BaseModel):

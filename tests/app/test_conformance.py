@@ -148,6 +148,7 @@ def served_rewards(server: Server, body: dict[str, Any]) -> tuple[list[float], d
     answer = httpx.post(f"{server.url}/score", json={**body, "raw": True}, timeout=30)
     assert answer.status_code == 200, answer.text
     data = answer.json()
+    assert data["usage"]["truncated"] == sum(data["truncated"])  # per item and in all
     return data["rewards"], data["usage"]
 
 
@@ -317,3 +318,24 @@ def test_encoders_score_the_pair_encoding_as_transformers(
     shapes = ["prompt + response", "plain text", "prompt + response", "messages"]
     for shape, got, want in zip(shapes, rewards, expected, strict=True):
         assert agrees(family, shape, got, want)
+
+
+def test_a_template_that_refuses_the_conversation_is_422(
+    served: tuple[str, Server, Reference],
+) -> None:
+    from rankrm.chat import ChatTemplate
+    from tests.rankrm.test_chat import MISTRAL
+
+    _, server, _ = served
+    model = server.engine.model
+    own = model.chat
+    model.chat = ChatTemplate(MISTRAL, {"bos_token": "<s>", "eos_token": "</s>"})
+    try:  # Mistral's template raises on a system turn
+        items = [{"messages": SHORT}, {"messages": [SYSTEM, *SHORT]}]
+        answer = httpx.post(f"{server.url}/score", json={"items": items})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"].startswith("items[1]: the model's chat template refused")
+        assert "alternate" in answer.json()["error"]
+    finally:
+        model.chat = own
+    assert httpx.post(f"{server.url}/score", json={"items": items}).status_code == 200
