@@ -244,7 +244,10 @@ async def overload(
         json.dumps({"texts": [sentence(rng, rng.randint(5, 60)) for _ in range(texts)]}).encode()
         for _ in range(64)
     ]
-    scoring, health, python_storm = Tally(), Tally(), Tally()
+    scoring, refused, health, python_storm = Tally(), Tally(), Tally(), Tally()
+    # A request of 400 texts: with the queue near its limit it is refused, so this probe
+    # measures refusals by the hundred (the 8-text probe is mostly admitted).
+    big_body = json.dumps({"texts": [sentence(rng, 8) for _ in range(400)]}).encode()
     until = time.monotonic() + seconds
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as handle:
         handle.write(b"\n".join(bodies) + b"\n")
@@ -267,6 +270,7 @@ async def overload(
         out, *_ = await asyncio.gather(
             storm,
             curl_probe(url, bodies[0], seconds - 2, scoring),
+            curl_probe(url, big_body, seconds - 2, refused),
             probe(url, "/health", until, health),
         )
     result: dict[str, Any] = {
@@ -285,6 +289,7 @@ async def overload(
             result["storm"]["requests"] / (result["storm"]["duration_us"] / 1e6)
         )
     result["probe_score"] = scoring.summary()
+    result["probe_score_400_texts"] = refused.summary()
     result["probe_health"] = health.summary()
     return result
 
