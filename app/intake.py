@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,7 +85,9 @@ class RetryAfterGate:
         now = time.monotonic()
         if len(self._until) > _GATE_ENTRIES:  # connections that never came back
             self._until = {k: t for k, t in self._until.items() if t > now}
-        self._until[connection] = now + retry_after_s
+        # Up to half as long again, at random: refusals come in bursts, and held requests
+        # released together would reach the event loop as one burst again.
+        self._until[connection] = now + retry_after_s * (1 + 0.5 * random.random())
 
     def watching(self, connection: object, send: Send) -> Send:
         """``send``, noting the connection when the answer is a 429."""
