@@ -104,7 +104,8 @@ class OnnxEngine:
             texts: list[str | None] = [p if isinstance(p, str) else None for p in prompts]
             return self.model.encode(texts, responses, parallel=parallel)
         tokens: list[Tokens | None] = [None] * len(prompts)
-        pairs = [i for i in range(len(prompts)) if i not in set(chats)]
+        chat_set = set(chats)
+        pairs = [i for i in range(len(prompts)) if i not in chat_set]
         if pairs:
             paired = self.model.encode(
                 [prompts[i] for i in pairs],  # type: ignore[misc]

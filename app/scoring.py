@@ -18,7 +18,7 @@ from app.errors import ErrorKind, ServiceError
 from app.metrics import Metrics
 from app.schemas import Prompt, Timings, Usage
 from rankrm.chat import ChatTemplateError
-from rankrm.encoding import Tokens, normalise_role
+from rankrm.encoding import Tokens, normalise_message
 
 _INLINE_CHARS = 2048  # tokenised on the event loop up to this many characters (< 1 ms)
 _SLICE_CHARS = 256 * 1024  # larger requests: in a thread, a slice of about this many at a time
@@ -50,19 +50,12 @@ class Scores:
 
 
 def chat_turns(messages: Sequence[Mapping[str, str]], where: str) -> list[dict[str, str]]:
-    """Chat messages as ``{"role", "content"}`` turns with standard role names (OpenAI or
-    ShareGPT style in; see ``rankrm.encoding.normalise_role``); 422 naming the message."""
+    """Chat messages as ``{"role", "content"}`` turns with standard role names
+    (``rankrm.encoding.normalise_message``); 422 naming the message."""
     turns = []
     for i, message in enumerate(messages):
-        role = message.get("role", message.get("from"))
-        content = message.get("content", message.get("value"))
-        if role is None or content is None:
-            raise ServiceError(
-                ErrorKind.INVALID_REQUEST,
-                f"{where}[{i}]: a chat message needs role (or from) and content (or value)",
-            )
         try:
-            turns.append({"role": normalise_role(role), "content": content})
+            turns.append(normalise_message(message))
         except ValueError as exc:
             raise ServiceError(ErrorKind.INVALID_REQUEST, f"{where}[{i}]: {exc}") from exc
     return turns

@@ -68,7 +68,6 @@ class Tally:
 
     latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
-    lag: list[float] = field(default_factory=list)
 
     def add(self, status: str, seconds: float) -> None:
         self.latencies.setdefault(status, []).append(seconds)
@@ -82,8 +81,6 @@ class Tally:
             out[f"p99_ms_{status}"] = round(float(np.percentile(ms, 99)), 1)
             out[f"max_ms_{status}"] = round(float(ms.max()), 1)
         out["connection_errors"] = dict(self.errors)
-        if self.lag:
-            out["client_lag_p99_ms"] = round(float(np.percentile(self.lag, 99)) * 1000, 1)
         return out
 
 
@@ -119,7 +116,6 @@ async def client(
     until: float,
     tally: Tally,
     seed: int,
-    pause: float = 0.0,
     backoff: float = 0.0,
 ) -> None:
     """A closed loop of requests on one keep-alive connection (reconnecting if closed)."""
@@ -133,8 +129,8 @@ async def client(
             started = time.monotonic()
             status, _ = await request(reader, writer, "POST", path, rng.choice(bodies))
             tally.add(str(status), time.monotonic() - started)
-            if pause or (backoff and status != 200):
-                await asyncio.sleep(pause or backoff)
+            if backoff and status != 200:
+                await asyncio.sleep(backoff)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             tally.errors[type(exc).__name__] += 1
             if writer is not None:
@@ -294,77 +290,6 @@ async def overload(
     return result
 
 
-async def paced_client(
-    url: tuple[str, int],
-    bodies: list[bytes],
-    start: float,
-    interval: float,
-    until: float,
-    tally: Tally,
-    service: Tally,
-    seed: int,
-) -> None:
-    """Requests scheduled every ``interval`` seconds from ``start`` on one connection (an
-    open loop: the schedule does not wait for answers). Latency counts from the scheduled
-    time, so a late send is charged to the service, not hidden."""
-    rng = random.Random(seed)
-    reader = writer = None
-    due = start
-    while due < until:
-        idle = due - time.monotonic()
-        await asyncio.sleep(max(0.0, idle))
-        tally.lag.append(time.monotonic() - due)  # this client's own lateness
-        if writer is not None and idle > 4:  # the server closes idle keep-alives after 5 s
-            writer.close()
-            reader = writer = None
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(*url)
-            assert reader is not None
-            sent = time.monotonic()
-            status, _ = await request(reader, writer, "POST", "/score", rng.choice(bodies))
-            tally.add(str(status), time.monotonic() - due)
-            service.add(str(status), time.monotonic() - sent)
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            tally.errors[type(exc).__name__] += 1
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-        due += interval
-        while due < time.monotonic() - interval:  # a request per slot, never a burst
-            tally.add("not_sent", 0.0)
-            due += interval
-    if writer is not None:
-        writer.close()
-
-
-async def paced(
-    url: tuple[str, int], rate: float, connections: int, texts: int, seconds: float
-) -> dict[str, Any]:
-    """``rate`` requests/s of ``texts`` texts, spread over ``connections`` connections."""
-    rng = random.Random(0)
-    bodies = [
-        json.dumps({"texts": [sentence(rng, rng.randint(5, 60)) for _ in range(texts)]}).encode()
-        for _ in range(64)
-    ]
-    tally, service, health = Tally(), Tally(), Tally()
-    start = time.monotonic() + 0.5
-    until = start + seconds
-    interval = connections / rate
-    await asyncio.gather(
-        probe(url, "/health", until, health),
-        *(
-            paced_client(url, bodies, start + i / rate, interval, until, tally, service, i)
-            for i in range(connections)
-        ),
-    )
-    result: dict[str, Any] = {"rate_per_s": rate, "connections": connections, "texts": texts}
-    result["storm"] = tally.summary()
-    result["from_send"] = {k: v for k, v in service.summary().items() if k.startswith("p")}
-    result["probe_health"] = health.summary()
-    return result
-
-
 async def big(
     url: tuple[str, int], connections: int, texts: int, chars: int, seconds: float
 ) -> dict[str, Any]:
@@ -432,9 +357,6 @@ def main() -> None:
                 figures = asyncio.run(
                     overload(url, args.connections, args.texts, args.seconds, pause)
                 )
-            elif scenario.startswith("paced"):  # paced@RATE: an open loop at RATE requests/s
-                rate = float(scenario.partition("@")[2] or 1000)
-                figures = asyncio.run(paced(url, rate, args.connections, args.texts, args.seconds))
             elif scenario == "big":
                 figures = asyncio.run(big(url, 16, 80, 100_000, args.seconds))
             elif scenario == "slow":

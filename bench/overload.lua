@@ -1,5 +1,4 @@
--- wrk script: POST /score with bodies read from a file (one JSON body a line), optionally
--- pausing between requests, and count the
+-- wrk script: POST /score with bodies read from a file (one JSON body a line) and count the
 -- answers by status; prints {"requests", "status": {...}, latency percentiles} as JSON.
 local bodies = {}
 local counter = 0
@@ -9,11 +8,8 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local pause_ms = 0
-
 function init(args)
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
-  pause_ms = tonumber(args[2] or "0")
   counter = math.random(#bodies)
   statuses = {}
 end
@@ -21,12 +17,6 @@ end
 function request()
   counter = counter % #bodies + 1
   return wrk.format("POST", "/score", {["Content-Type"] = "application/json"}, bodies[counter])
-end
-
--- With a pause (args[2], ms), each connection waits that long before its next request:
--- a client that retries after a pause, as trainers' clients do.
-function delay()
-  return pause_ms
 end
 
 function response(status, headers, body)

@@ -100,20 +100,21 @@ def normalise_role(role: str) -> str:
         ) from None
 
 
-def render_messages(messages: Sequence[Mapping[str, str]]) -> str:
-    """Render chat messages as ``role: content`` blocks separated by blank lines.
+def normalise_message(message: Mapping[str, Any]) -> dict[str, str]:
+    """A chat message as ``{"role", "content"}`` with a standard role name; accepts
+    OpenAI-style ``{"role", "content"}`` and ShareGPT-style ``{"from", "value"}``."""
+    role = message.get("role", message.get("from"))
+    content = message.get("content", message.get("value"))
+    if not isinstance(role, str) or not isinstance(content, str):
+        raise ValueError("a chat message needs a string role/from and content/value")
+    return {"role": normalise_role(role), "content": content}
 
-    Accepts both OpenAI-style ``{"role", "content"}`` and ShareGPT-style
-    ``{"from", "value"}`` messages.
-    """
-    blocks = []
-    for message in messages:
-        role = message.get("role", message.get("from"))
-        content = message.get("content", message.get("value"))
-        if not isinstance(role, str) or not isinstance(content, str):
-            raise ValueError("a chat message needs a string role/from and content/value")
-        blocks.append(f"{normalise_role(role)}: {content}")
-    return "\n\n".join(blocks)
+
+def render_messages(messages: Sequence[Mapping[str, str]]) -> str:
+    """Render chat messages (see :func:`normalise_message`) as ``role: content`` blocks
+    separated by blank lines."""
+    turns = [normalise_message(message) for message in messages]
+    return "\n\n".join(f"{t['role']}: {t['content']}" for t in turns)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from rankrm.encoding import (
     configure_tokenizer,
     encode_conversation,
     encode_pairs,
+    normalise_message,
     pad_batch,
     render_messages,
 )
@@ -115,7 +116,7 @@ class OnnxRewardModel:
         if self.chat is not None:
             return [encode_conversation(self.tokenizer, self.chat, c) for c in conversations]
         prompts = [render_messages(c[:-1]) if len(c) > 1 else None for c in conversations]
-        answers = [str(c[-1].get("content", c[-1].get("value", ""))) for c in conversations]
+        answers = [normalise_message(c[-1])["content"] for c in conversations]
         return encode_pairs(self.tokenizer, None, prompts, answers)
 
     def run(self, batch: Batch) -> np.ndarray:
