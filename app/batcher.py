@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.config import Settings
@@ -30,6 +29,7 @@ from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
 from app.grouping import padded_cost, plan_calls
 from app.metrics import Metrics
+from app.priority import background_executor
 from rankrm.encoding import Tokens
 
 log = logging.getLogger("rankrm.batcher")
@@ -78,7 +78,7 @@ class Batcher:
         self._pending: list[_Item] = []
         self._arrival = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankrm-model")
+        self._executor = background_executor(settings.background_nice, 1, "rankrm-model")
         self._recent_batch_s = 0.05  # for Retry-After estimates
         self._queued_tokens = 0  # tokens of the texts in _pending
         # Model seconds per padded token, measured on large batches (moving average); until

@@ -26,6 +26,21 @@ class Settings(BaseSettings):
         description="Let onnxruntime threads busy-wait between batches (off: the "
         "event loop gets the CPU back).",
     )
+    background_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="Nice value of the model and tokenizer threads (Linux): the event loop "
+        "(refusals, health checks, small requests) runs first when the CPU is short; 0 "
+        "runs them alike. See app/priority.py.",
+    )
+    full_gc_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between full garbage collections, run by the service instead "
+        "of by Python's own rule (which ran them every few seconds under overload, each "
+        "stopping the event loop for 40-85 ms); 0 leaves Python's rule. See app/collector.py.",
+    )
     policy_format: Literal[
         "auto", "none", "chatml", "llama3", "gemma", "phi3", "deepseek", "inst", "human"
     ] = Field(

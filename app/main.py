@@ -14,11 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import ops, routes
 from app.batcher import Batcher
+from app.collector import scheduled_full_collections
 from app.config import Settings
 from app.engine import Engine, OnnxEngine
 from app.errors import install_error_handlers
 from app.intake import Intake
 from app.metrics import Metrics
+from app.priority import background_executor, lowering_new_threads
 from app.scoring import ServiceState
 from rankrm import __version__
 
@@ -79,13 +81,21 @@ _KNOWN = {"/score", "/compare", "/rank", "/get_reward", "/info", *_OPEN}
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The service. ``engine`` defaults to the ONNX model in ``settings.model_dir``."""
     settings = settings or Settings()
-    engine = engine or OnnxEngine.from_settings(settings)
-    if settings.split_overhead_tokens is None:
-        overhead = engine.call_overhead_tokens()
-        log.info("one model call costs about %.1f padded tokens (measured)", overhead)
-        settings = settings.model_copy(update={"split_overhead_tokens": overhead})
+    nice = settings.background_nice
+    with lowering_new_threads(nice):  # onnxruntime's workers start here
+        engine = engine or OnnxEngine.from_settings(settings)
+        if settings.split_overhead_tokens is None:
+            overhead = engine.call_overhead_tokens()
+            log.info("one model call costs about %.1f padded tokens (measured)", overhead)
+            settings = settings.model_copy(update={"split_overhead_tokens": overhead})
     metrics = Metrics.create()
-    state = ServiceState(settings, engine, Batcher(engine, settings, metrics), metrics)
+    state = ServiceState(
+        settings,
+        engine,
+        Batcher(engine, settings, metrics),
+        metrics,
+        tokenizer_thread=background_executor(nice, 1, "rankrm-tokenize"),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -97,10 +107,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         gc.freeze()
         state.ready = True
         try:
-            yield
+            async with scheduled_full_collections(
+                settings.full_gc_interval_s, metrics.full_gc_seconds
+            ):
+                yield
         finally:
             state.ready = False
             await state.batcher.stop()
+            state.tokenizer_thread.shutdown(wait=True)
 
     app = FastAPI(
         title="rankrm",

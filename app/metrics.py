@@ -32,12 +32,20 @@ class Metrics:
     inflight_bytes_limit: Gauge
     queue_wait_estimate: Gauge
     held_retries: Counter
+    full_gc_seconds: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
         """A fresh registry with all metrics registered."""
         r = CollectorRegistry()
         return cls(
+            full_gc_seconds=Histogram(
+                "rankrm_full_gc_seconds",
+                "Full garbage collections run on the service's schedule (the event loop "
+                "waits for each)",
+                buckets=_LATENCY,
+                registry=r,
+            ),
             registry=r,
             requests=Counter(
                 "rankrm_requests",

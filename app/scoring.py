@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,10 @@ class ServiceState:
     tokenizing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     tokenizer_backlog_chars: int = 0  # characters admitted for tokenisation, not yet done
     s_per_char: float = 0.0  # measured tokenisation speed (moving average)
+    # large requests' slices, one at a time, below the event loop's priority
+    tokenizer_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1)
+    )
 
 
 @dataclass
@@ -154,7 +159,8 @@ async def tokenize(
     try:
         for start, end in slices(sizes, _SLICE_CHARS):
             async with state.tokenizing:
-                part, seconds = await asyncio.to_thread(
+                part, seconds = await asyncio.get_running_loop().run_in_executor(
+                    state.tokenizer_thread,
                     _timed_encode,
                     state.engine,
                     prompts[start:end],

@@ -610,6 +610,23 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    background_nice: Annotated[
+        int | None,
+        typer.Option(
+            help="Nice value of the model and tokenizer threads, 0-19: the event loop "
+            "(refusals, health checks) runs first when the CPU is short (env "
+            "RANKRM_BACKGROUND_NICE; default 19; 0 runs them alike).",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    full_gc_interval_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between full garbage collections, run by the service instead of by "
+            "Python's own rule (env RANKRM_FULL_GC_INTERVAL_S; default 30; 0 leaves Python's).",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     provider: Annotated[
         str | None,
         typer.Option(

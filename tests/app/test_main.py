@@ -149,6 +149,16 @@ def test_serve_command_starts_the_service(model_dir: Path) -> None:
         assert limits["max_items"] == 7  # env applied
         assert limits["split_overhead_tokens"] == 25  # flag applied, nothing measured
         assert httpx.post(f"{url}/score", json={"texts": ["good"]}).status_code == 200
+        long = {"texts": ["word " * 1000]}  # tokenised in the background thread
+        assert httpx.post(f"{url}/score", json=long, timeout=30).status_code == 200
+        # The event loop's thread keeps the process's priority; the model's, onnxruntime's
+        # and the tokenizer's threads run below it (app/priority.py).
+        nice = {
+            int(task.name): int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+            for task in Path(f"/proc/{proc.pid}/task").iterdir()
+        }
+        assert nice[proc.pid] == 0
+        assert sum(value == 19 for value in nice.values()) >= 3, nice
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
         assert '"POST /score HTTP/1.1" 200' in proc.communicate()[0]  # --access-log
