@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.connection import HeadLimits
+
 
 class Settings(BaseSettings):
     """Everything the service can be told. Defaults serve ``models/default`` on :8000."""
@@ -88,6 +90,19 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(100_000, ge=1, description="Characters per prompt or text.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size limit.")
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline (504 past it).")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Request line and headers, in bytes (431 past it)."
+    )
+    max_header_count: int = Field(100, ge=8, description="Headers per request (431 past it).")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a request head may take after its first byte (408)."
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="Open connections at most; past it new ones get 503 and are closed, "
+        "with a log line (the open-file limit is raised to fit where allowed).",
+    )
     # security
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -107,6 +122,10 @@ class Settings(BaseSettings):
         description="FastAPI's native OpenTelemetry spans and metrics (off: the check costs "
         "about 5 % of the event loop per request; Prometheus /metrics is always on).",
     )
+
+    def head_limits(self) -> HeadLimits:
+        """What a connection may send before its body (``app.connection``)."""
+        return HeadLimits(self.max_header_bytes, self.max_header_count, self.header_timeout_s)
 
     @property
     def queue_wait_limit_s(self) -> float:

@@ -13,6 +13,7 @@ sockets are doing); from then on the connection is the loop's like any other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import sys
@@ -22,6 +23,8 @@ from collections.abc import Callable
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+
+from app.connection import HeadLimits, LimitedHttpToolsProtocol, error_response
 
 log = logging.getLogger("rankrm.service")
 
@@ -36,8 +39,13 @@ class Acceptor:
         sock: socket.socket,
         loop: asyncio.AbstractEventLoop,
         make_protocol: Callable[[], asyncio.Protocol],
+        max_connections: int | None = None,
+        open_connections: Callable[[], int] = lambda: 0,
     ) -> None:
         self.sockets = [sock]
+        self.max_connections = max_connections
+        self._open_connections = open_connections
+        self._last_refusal_log = 0.0
         self._sock = sock
         self._loop = loop
         self._make_protocol = make_protocol
@@ -64,6 +72,10 @@ class Acceptor:
                     self._last_warning = now
                 time.sleep(0.05)
                 continue
+            cap = self.max_connections
+            if cap is not None and self._open_connections() >= cap:
+                self._refuse(conn)
+                continue
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
@@ -71,6 +83,21 @@ class Acceptor:
             except RuntimeError:  # the loop is closed: shutting down
                 conn.close()
                 return
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Answer 503 and close at once: the descriptor is back before the next accept."""
+        now = time.monotonic()
+        if now - self._last_refusal_log > 10:
+            log.warning(
+                "connection limit reached: %d connections open (RANKRM_MAX_CONNECTIONS); "
+                "refusing new ones with 503",
+                self._open_connections(),
+            )
+            self._last_refusal_log = now
+        with contextlib.suppress(OSError):
+            conn.setblocking(False)
+            conn.send(_TOO_MANY_CONNECTIONS)
+        conn.close()
 
     def _adopt(self, conn: socket.socket) -> None:
         task = self._loop.create_task(self._loop.connect_accepted_socket(self._make_protocol, conn))
@@ -84,6 +111,14 @@ class Acceptor:
         self._sock.close()
 
 
+_TOO_MANY_CONNECTIONS = error_response(
+    503,
+    "Service Unavailable",
+    "overloaded",
+    "too many open connections; retry later",
+).replace(b"connection: close\r\n", b"connection: close\r\nretry-after: 1\r\n")
+
+
 def _close_on_failure(conn: socket.socket) -> Callable[[asyncio.Task[object]], None]:
     def done(task: asyncio.Task[object]) -> None:
         if task.cancelled() or task.exception() is not None:
@@ -93,8 +128,19 @@ def _close_on_failure(conn: socket.socket) -> Callable[[asyncio.Task[object]], N
 
 
 class Server(uvicorn.Server):
-    """uvicorn with the :class:`Acceptor` for host/port listening (sockets handed in by a
-    process manager are served the usual way)."""
+    """uvicorn with the :class:`Acceptor` for host/port listening, its connection cap and
+    :class:`~app.connection.HeadLimits` (sockets handed in by a process manager are served
+    the usual way)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        limits: HeadLimits | None = None,
+        max_connections: int | None = 2048,
+    ) -> None:
+        super().__init__(config)
+        self.limits = limits or HeadLimits()
+        self.max_connections = max_connections
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config = self.config
@@ -109,15 +155,44 @@ class Server(uvicorn.Server):
         loop = asyncio.get_running_loop()
 
         def make_protocol() -> asyncio.Protocol:
-            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+            return LimitedHttpToolsProtocol(
                 config=config,
                 server_state=self.server_state,
                 app_state=self.lifespan.state,
                 _loop=loop,
+                limits=self.limits,
             )
-            return protocol
 
-        acceptor = Acceptor(sock, loop, make_protocol)
+        cap = self.max_connections
+        if cap is not None:
+            cap = descriptors_for(cap)
+        acceptor = Acceptor(
+            sock, loop, make_protocol, cap, lambda: len(self.server_state.connections)
+        )
         acceptor.start()
         self.servers = [acceptor]  # type: ignore[list-item]
         self.started = True
+
+
+def descriptors_for(connections: int, reserve: int = 256) -> int:
+    """Raise the open-file limit to hold ``connections`` plus ``reserve`` (model files,
+    logs, the listener) where the hard limit allows; the connections that fit otherwise."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return connections
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + reserve
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        fitted = max(1, soft - reserve)
+        log.warning(
+            "the open-file limit (%d) holds %d connections, not %d: capping there",
+            soft, fitted, connections,
+        )  # fmt: skip
+        return fitted
+    return connections

@@ -160,12 +160,16 @@ async def probe(
         await asyncio.sleep(0.1)
 
 
-async def slow_client(url: tuple[str, int], until: float, in_body: bool) -> None:
-    """Send a request's headers (or its body) one byte a second until ``until``."""
+async def slow_client(url: tuple[str, int], until: float, in_body: bool, tally: Tally) -> None:
+    """Send a request's headers (or its body) one byte a second until ``until``, or until
+    the server answers; what it answered (and when) goes to ``tally``."""
+    started = time.monotonic()
     try:
         reader, writer = await asyncio.open_connection(*url)
     except OSError:
+        tally.errors["connect"] += 1
         return
+    answer = asyncio.ensure_future(reader.read(200))  # whatever the server says, any time
     head = b"POST /score HTTP/1.1\r\nHost: bench\r\nContent-Length: 100000\r\n\r\n"
     payload = b'{"texts": ["' + b"a" * 99_980 + b'"]}'
     stream = payload if in_body else head
@@ -173,13 +177,18 @@ async def slow_client(url: tuple[str, int], until: float, in_body: bool) -> None
         writer.write(head)
     try:
         for byte in stream:
-            if time.monotonic() > until or reader.at_eof():
+            if time.monotonic() > until or answer.done():
                 break
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(1.0)
-    except OSError:
+            await asyncio.wait([answer], timeout=1.0)
+    except (OSError, RuntimeError):  # the server closed it (uvloop raises RuntimeError)
         pass
+    kind = "head" if not in_body else "body"
+    got = answer.result() if answer.done() and answer.exception() is None else b""
+    answer.cancel()
+    status = got.split()[1].decode() if got.startswith(b"HTTP/1.1 ") else "no answer"
+    tally.add(f"{kind}:{status}", time.monotonic() - started)
     writer.close()
 
 
@@ -325,9 +334,9 @@ async def big(
 async def slow(url: tuple[str, int], slow_connections: int, seconds: float) -> dict[str, Any]:
     rng = random.Random(2)
     bodies = [json.dumps({"texts": [sentence(rng, 20)]}).encode() for _ in range(64)]
-    tally, health = Tally(), Tally()
+    tally, health, trickled = Tally(), Tally(), Tally()
     until = time.monotonic() + seconds
-    trickles = [slow_client(url, until, in_body=i % 2 == 1) for i in range(slow_connections)]
+    trickles = [slow_client(url, until, i % 2 == 1, trickled) for i in range(slow_connections)]
     await asyncio.gather(
         *trickles,
         probe(url, "/health", until, health),
@@ -335,6 +344,7 @@ async def slow(url: tuple[str, int], slow_connections: int, seconds: float) -> d
     )
     result = tally.summary()
     result["health"] = health.summary()
+    result["slow_connections"] = trickled.summary()
     return result
 
 

@@ -594,6 +594,37 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    max_header_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Request line and headers in bytes, 431 past it (env RANKRM_MAX_HEADER_BYTES; "
+            "default 64 KiB)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    max_header_count: Annotated[
+        int | None,
+        typer.Option(
+            help="Headers per request, 431 past it (env RANKRM_MAX_HEADER_COUNT; default 100)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    header_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Time a request head may take after its first byte, 408 past it (env "
+            "RANKRM_HEADER_TIMEOUT_S; default 10)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            help="Open connections at most; new ones past it get 503 and a log line (env "
+            "RANKRM_MAX_CONNECTIONS; default 2048)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -697,7 +728,7 @@ def serve(
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
-    Server(config).run()
+    Server(config, settings.head_limits(), settings.max_connections).run()
 
 
 def main() -> None:

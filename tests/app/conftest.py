@@ -64,7 +64,9 @@ def running(engine: ControlledEngine, **settings: Any) -> Iterator[Server]:
     config = Settings(model_dir=Path("unused"), **settings)
     application = create_app(config, engine)
     server = HttpServer(
-        uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="on"),
+        config.head_limits(),
+        config.max_connections,
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

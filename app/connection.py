@@ -1,0 +1,169 @@
+"""What a connection may send before its body: limits on the request head.
+
+uvicorn's httptools protocol takes a request head of any size and any number of headers,
+at any speed: one 16 MB header was parsed (its cost grows faster than its size) before the
+API key was looked at, and a client sending its head a byte a second held its connection
+forever. :class:`LimitedHttpToolsProtocol` answers, and closes the connection:
+
+* ``431`` when the head (request line and headers) passes ``max_header_bytes``, counted as
+  it arrives, so an endless header is cut off after at most one more read;
+* ``431`` when it has more than ``max_header_count`` headers;
+* ``408`` when a head has not arrived ``header_timeout_s`` after its first byte, or after
+  the connection opened for its first request (between requests uvicorn's keep-alive
+  timeout closes idle connections; the body has its own deadline: ``app.intake``).
+
+Errors are the service's JSON shape, with ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("rankrm.service")
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """Limits on a request head."""
+
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
+    header_timeout_s: float = 10.0
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a head over the limits."""
+
+
+def error_response(status: int, reason: str, kind: str, message: str) -> bytes:
+    """A complete HTTP/1.1 error response in the service's JSON shape that closes."""
+    body = json.dumps({"error": message, "error_type": kind}, ensure_ascii=True).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with :class:`HeadLimits`."""
+
+    def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self._reading_head = False
+        self._head_read = 0  # bytes of whole reads into a head that began before them
+        self._head_parsed = 0  # bytes of the request line and headers parsed so far
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: bytes | None = None
+
+    # -------------------------------------------------------------- the head's size
+    def data_received(self, data: bytes) -> None:
+        was_reading = self._reading_head
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # as uvicorn does
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is not None:
+                self._refuse(self._refusal)
+                return
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._reading_head and was_reading:  # a head still arriving: this read was head
+            self._head_read += len(data)
+            if self._head_read > self.limits.max_header_bytes:
+                self._refuse(self._too_large())
+
+    def _too_large(self) -> bytes:
+        return error_response(
+            431,
+            "Request Header Fields Too Large",
+            "headers_too_large",
+            f"the request head is over {self.limits.max_header_bytes} bytes "
+            "(request line and headers; RANKRM_MAX_HEADER_BYTES)",
+        )
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._begin_head()  # a connection that sends nothing is timed out too
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._begin_head()
+
+    def _begin_head(self) -> None:
+        self._reading_head = True
+        self._head_read = self._head_parsed = 0
+        self._header_count = 0
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_late)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_parsed += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._head_parsed += len(name) + len(value) + 4
+        if self._header_count > self.limits.max_header_count:
+            self._refusal = error_response(
+                431,
+                "Request Header Fields Too Large",
+                "headers_too_large",
+                f"more than {self.limits.max_header_count} headers (RANKRM_MAX_HEADER_COUNT)",
+            )
+            raise _Refused
+        if self._head_parsed > self.limits.max_header_bytes:
+            self._refusal = self._too_large()
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    # -------------------------------------------------------------- the head's speed
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._reading_head and not self.transport.is_closing():
+            self._refuse(
+                error_response(
+                    408,
+                    "Request Timeout",
+                    "header_timeout",
+                    f"the request head did not arrive within {self.limits.header_timeout_s:g}s "
+                    "(RANKRM_HEADER_TIMEOUT_S)",
+                )
+            )
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, response: bytes) -> None:
+        self._reading_head = False
+        self._cancel_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
