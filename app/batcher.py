@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Scored:
 class _Item:
     encoding: Tokens
     future: asyncio.Future[Scored]
+    turn: int = 0  # its place within its request: requests take turns, text by text
     enqueued: float = field(default_factory=time.monotonic)
 
     @property
@@ -152,7 +154,7 @@ class Batcher:
         if refused is not None:
             raise refused
         loop = asyncio.get_running_loop()
-        items = [_Item(encoding, loop.create_future()) for encoding in encodings]
+        items = [_Item(e, loop.create_future(), turn) for turn, e in enumerate(encodings)]
         self._pending.extend(items)
         self._queued_tokens += sum(item.tokens for item in items)
         self._gauge()
@@ -230,28 +232,47 @@ class Batcher:
             self._queued_tokens = sum(item.tokens for item in self._pending)
 
     def _take_batch(self) -> list[_Item]:
-        """The oldest text plus the texts nearest to it in length, within both budgets."""
+        """The texts owed a place first, then the texts nearest in length to the first of
+        them, within both budgets.
+
+        Requests take turns: the texts owed a place are those earliest in the order of
+        (place within their request, arrival), a quarter of a batch, so a small request
+        that arrives behind a 512-text one is in the next batch or two, not after all 512.
+        A text that has waited longer than the queue's time bound goes before any other,
+        so a stream of small requests cannot starve a large one. The rest of the batch is
+        filled by length, which keeps padding low.
+        """
         self._drop_abandoned()
         if not self._pending:
             return []
-        anchor = self._pending[0]
-        rest = sorted(
-            range(1, len(self._pending)),
-            key=lambda i: (abs(self._pending[i].tokens - anchor.tokens), i),
+        pending = self._pending
+        overdue = time.monotonic() - self.max_queue_wait_s  # waited past the queue's bound
+
+        def order(i: int) -> tuple[bool, int, int]:
+            return (pending[i].enqueued > overdue, pending[i].turn, i)
+
+        owed = heapq.nsmallest(max(1, self.max_batch_size // 4), range(len(pending)), key=order)
+        anchor = pending[owed[0]].tokens
+        chosen = [owed[0]]
+        longest = anchor
+        taken = {owed[0]}
+        by_length = sorted(
+            (i for i in range(len(pending)) if i not in taken),
+            key=lambda i: (abs(pending[i].tokens - anchor), i),
         )
-        chosen = [0]
-        longest = anchor.tokens
-        for i in rest:
+        for i in (*owed[1:], *by_length):
             if len(chosen) == self.max_batch_size:
                 break
-            width = max(longest, self._pending[i].tokens)
+            if i in taken:
+                continue
+            width = max(longest, pending[i].tokens)
             if width * (len(chosen) + 1) > self.max_batch_tokens:
                 continue
             chosen.append(i)
+            taken.add(i)
             longest = width
-        taken = set(chosen)
-        batch = [self._pending[i] for i in sorted(chosen)]
-        self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
+        batch = [pending[i] for i in sorted(chosen)]
+        self._pending = [item for i, item in enumerate(pending) if i not in taken]
         self._queued_tokens -= sum(item.tokens for item in batch)
         return batch
 

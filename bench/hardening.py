@@ -11,6 +11,7 @@ a closed loop like a trainer's workers), so every request's status and latency i
   during the storm.
 * ``big``: connections sending the largest bodies the limits allow (many long texts),
   with the server's RSS sampled: before, peak (VmHWM) and after.
+* ``fair``: small requests alone, then beside back-to-back 512-text requests.
 * ``slow``: connections trickling their headers (or body) a byte at a time for the whole
   run, beside normal clients whose latency is reported.
 
@@ -348,6 +349,27 @@ async def slow(url: tuple[str, int], slow_connections: int, seconds: float) -> d
     return result
 
 
+async def fair(url: tuple[str, int], seconds: float) -> dict[str, Any]:
+    """8 clients sending one short text at a time, alone and then beside a client sending
+    512-text requests back to back: how much the bulk request slows the small ones."""
+    rng = random.Random(3)
+    small = [json.dumps({"texts": [sentence(rng, 20)]}).encode() for _ in range(64)]
+    bulk = [json.dumps({"texts": [sentence(rng, rng.randint(20, 60)) for _ in range(512)]})]
+    result: dict[str, Any] = {}
+    for phase, with_bulk in (("alone", False), ("beside_bulk", True)):
+        tally, bulk_tally = Tally(), Tally()
+        until = time.monotonic() + seconds
+        clients = [client(url, small, "/score", until, tally, i) for i in range(8)]
+        if with_bulk:
+            clients.append(client(url, [b.encode() for b in bulk], "/score", until, bulk_tally, 99))
+        await asyncio.gather(*clients)
+        result[phase] = tally.summary()
+        result[phase]["requests_per_s"] = round(result[phase]["requests"] / seconds, 1)
+        if with_bulk:
+            result["bulk"] = bulk_tally.summary()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
@@ -391,6 +413,8 @@ def main() -> None:
                 figures = asyncio.run(big(url, 16, 80, 100_000, args.seconds))
             elif scenario == "slow":
                 figures = asyncio.run(slow(url, 500, args.seconds))
+            elif scenario == "fair":
+                figures = asyncio.run(fair(url, args.seconds))
             else:
                 raise SystemExit(f"unknown scenario {scenario!r}")
             time.sleep(1)

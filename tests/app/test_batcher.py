@@ -1,4 +1,5 @@
-"""Batch formation: budgets that count padding, no starvation, grouping by length."""
+"""Batch formation: budgets that count padding, requests taking turns, no starvation,
+grouping by length."""
 
 from __future__ import annotations
 
@@ -71,6 +72,37 @@ def test_without_a_call_overhead_a_batch_is_one_call() -> None:
 def test_the_oldest_text_is_always_in_the_next_batch() -> None:
     batches = asyncio.run(scored(make(max_batch_size=2), [50, 10, 10, 10, 10]))
     assert 50 in batches[0]
+
+
+def test_a_small_request_behind_a_large_one_takes_turns_with_it() -> None:
+    async def go() -> list[list[int]]:
+        batcher = make(max_batch_size=8)  # 2 texts a batch are owed by turn
+        batcher.start()
+        bulk = batcher.submit(texts(*[10] * 64))
+        small = batcher.submit(texts(*[20] * 4))
+        await asyncio.gather(*bulk, *small)
+        await batcher.stop()
+        return cast(Any, batcher.engine).batches  # type: ignore[no-any-return]
+
+    batches = asyncio.run(go())
+    last_small = max(i for i, batch in enumerate(batches) if 20 in batch)
+    assert last_small <= 2, batches  # not after the 64 texts (8 batches) queued before it
+
+
+def test_texts_past_the_queue_bound_go_first() -> None:
+    async def go() -> list[list[int]]:
+        batcher = make(max_batch_size=2, max_queue_wait_s=5)
+        batcher.start()
+        old = batcher.submit(texts(*[30] * 3))  # turns 0, 1, 2
+        for item in batcher._pending:  # as if queued 6 s ago: past the 5 s bound
+            item.enqueued -= 6
+        new = [batcher.submit(texts(10)) for _ in range(4)]  # turn 0 each
+        await asyncio.gather(*old, *(f for futures in new for f in futures))
+        await batcher.stop()
+        return cast(Any, batcher.engine).batches  # type: ignore[no-any-return]
+
+    batches = asyncio.run(go())
+    assert batches[0] == [30, 30] and 30 in batches[1], batches
 
 
 def test_full_queue_is_refused_at_once() -> None:
