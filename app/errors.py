@@ -113,11 +113,30 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 def _validation_message(exc: RequestValidationError) -> tuple[ErrorKind, str]:
     errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return ErrorKind.INVALID_JSON, "the request body is not valid JSON"
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            reason = e.get("ctx", {}).get("error", "")
+            where = [p for p in e.get("loc", ()) if isinstance(p, int)]
+            at = f" at byte {where[0]}" if where else ""
+            return ErrorKind.INVALID_JSON, f"the request body is not valid JSON: {reason}{at}"
     shown = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return ErrorKind.INVALID_REQUEST, "; ".join(shown) + more
+
+
+def _unparsable(cause: BaseException) -> str:
+    """Why FastAPI could not parse a body (it says only "There was an error parsing the
+    body"): bytes that are not UTF-8, nesting too deep, a number too long."""
+    if isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start]
+        reason = f"not valid UTF-8: byte 0x{byte:02x} at byte {cause.start} ({cause.reason})"
+    elif isinstance(cause, RecursionError):
+        reason = "arrays or objects nested too deeply"
+    elif isinstance(cause, ValueError):  # e.g. an integer of more than 4,300 digits
+        reason = str(cause).split("; use sys.", 1)[0]
+    else:
+        reason = type(cause).__name__
+    return f"the request body is not valid JSON: {reason}"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -134,6 +153,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # the body did not parse
+            return error_response(ErrorKind.INVALID_JSON, _unparsable(exc.__cause__))
         kind = {404: ErrorKind.NOT_FOUND, 405: ErrorKind.METHOD_NOT_ALLOWED}.get(
             exc.status_code, ErrorKind.INVALID_REQUEST
         )

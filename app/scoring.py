@@ -19,7 +19,7 @@ from app.errors import ErrorKind, ServiceError
 from app.metrics import Metrics
 from app.schemas import Prompt, Timings, Usage
 from rankrm.chat import ChatTemplateError
-from rankrm.encoding import Tokens, normalise_message
+from rankrm.encoding import Tokens, is_blank, normalise_message
 
 _INLINE_CHARS = 2048  # tokenised on the event loop up to this many characters (< 1 ms)
 _SLICE_CHARS = 256 * 1024  # larger requests: in a thread, a slice of about this many at a time
@@ -106,8 +106,11 @@ def check_inputs(
             "(split the request, or let the client do it)",
         )
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-        if not response.strip():
-            raise ServiceError(ErrorKind.INVALID_REQUEST, f"{names[i]}: empty text")
+        if is_blank(response):
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST,
+                f"{names[i]}: empty text (nothing but whitespace or invisible characters)",
+            )
         for size, name in ((len(response), names[i]), (_chars(prompt), f"{names[i]} prompt")):
             if size > settings.max_text_chars:
                 raise ServiceError(

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -141,6 +142,18 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self.limits = limits or HeadLimits()
         self.max_connections = max_connections
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, except that a SIGTERM that ended a graceful shutdown is not raised
+        again afterwards: the process exits 0, not 143 (process managers read 143 as a
+        failure)."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", [])
+                captured[:] = [sig for sig in captured if sig != signal.SIGTERM]
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config = self.config

@@ -25,6 +25,7 @@ Only ``tokenizers`` and ``numpy`` are imported here: the service must not pull t
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -52,6 +53,17 @@ _ROLE_ALIASES = {
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# Characters a reader does not see: controls (NUL included), format characters (zero-width
+# spaces and joiners, bidi marks), combining marks with nothing to combine with, separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has nothing visible in it: only whitespace and invisible characters
+    (stops at the first visible character)."""
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 def unicode_problem(text: str) -> str | None:

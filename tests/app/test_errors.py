@@ -50,11 +50,39 @@ def test_bad_input_gets_a_clear_json_error(
     assert httpx.post(f"{server.url}/score", json={"texts": ["good"]}).status_code == 200
 
 
-def test_invalid_json_is_400(server: Server) -> None:
-    response = httpx.post(
-        f"{server.url}/score", content=b'{"texts": [', headers={"content-type": "application/json"}
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"texts": [', "Expecting value at byte 11"),
+        (b'{"texts": ["a\xff"]}', "not valid UTF-8: byte 0xff at byte 13"),
+        (b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"texts": ["a"], "truncate": ' + b"9" * 5000 + b"}", "value has 5000 digits"),
+    ],
+    ids=["truncated", "invalid-utf8", "deep-nesting", "huge-integer"],
+)
+def test_a_body_that_does_not_parse_is_400_saying_why(
+    server: Server, body: bytes, reason: str
+) -> None:
+    with httpx.Client() as client:  # one connection: still usable after the error
+        response = client.post(
+            f"{server.url}/score", content=body, headers={"content-type": "application/json"}
+        )
+        check_error(response, 400, "invalid_json", "not valid JSON", reason)
+        assert client.post(f"{server.url}/score", json={"texts": ["good"]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "text", [" \t\n", "\u200b\u200f\u2066", "\x00\x00", "\u0301\u20dd", "\u3000"]
+)
+def test_a_text_with_nothing_visible_is_an_empty_text(server: Server, text: str) -> None:
+    check_error(
+        httpx.post(f"{server.url}/score", json={"texts": ["ok", text]}),
+        422,
+        "invalid_request",
+        "texts[1]: empty text",
     )
-    check_error(response, 400, "invalid_json", "not valid JSON")
+    # a visible character among invisible ones is text
+    assert httpx.post(f"{server.url}/score", json={"texts": [text + "a"]}).status_code == 200
 
 
 def test_unknown_path_and_method(server: Server) -> None:

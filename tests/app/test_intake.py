@@ -61,10 +61,13 @@ def test_lone_surrogates_are_422_naming_the_field(
 
 
 def test_control_characters_and_paired_surrogates_are_valid_text(server: Server) -> None:
-    content = b'{"texts": ["\\u0000", "a\\u0000b\\u001f", "\\ud83d\\ude00 good"]}'
+    content = b'{"texts": ["\\u0000x", "a\\u0000b\\u001f", "\\ud83d\\ude00 good"]}'
     response = httpx.post(f"{server.url}/score", content=content)
     assert response.status_code == 200, response.text
     assert len(response.json()["rewards"]) == 3
+    # with nothing visible beside them, they are an empty text (tests/app/test_errors.py)
+    response = httpx.post(f"{server.url}/score", content=b'{"texts": ["\\u0000"]}')
+    assert response.status_code == 422
 
 
 def test_an_error_quoting_what_was_sent_is_still_json(server: Server) -> None:

@@ -160,7 +160,7 @@ def test_serve_command_starts_the_service(model_dir: Path) -> None:
         assert nice[proc.pid] == 0
         assert sum(value == 19 for value in nice.values()) >= 3, nice
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # a graceful stop is a success, not 143
         assert '"POST /score HTTP/1.1" 200' in proc.communicate()[0]  # --access-log
     finally:
         if proc.poll() is None:
