@@ -94,6 +94,7 @@ class OnnxEngine:
             verify=settings.verify_checksums,
             spin=settings.spin,
         )
+        model.first_batch()
         return cls(model)
 
     def encode(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,28 @@ class Normalization:
     reference: str | None = None
     reference_texts: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("offset", "scale"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value):
+                raise ManifestError(f"normalization.{name} must be a finite number, got {value!r}")
+        if self.scale <= 0:
+            raise ManifestError(
+                f"normalization.scale must be above 0, got {self.scale!r} (rewards would be "
+                "infinite, or in reverse order)"
+            )
+
     def apply(self, raw: float) -> float:
         """The normalised reward of one raw model output."""
         return (raw - self.offset) / self.scale
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,34 @@ class Manifest:
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token... for it
     format_version: int = FORMAT_VERSION
     created_by: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse values of the wrong type or out of range, naming the field."""
+        problems: list[str] = []
+        if not isinstance(self.name, str):
+            problems.append(f"name must be a string, got {self.name!r}")
+        if not _is_count(self.max_length) or self.max_length == 0:
+            problems.append(f"max_length must be a positive integer, got {self.max_length!r}")
+        if self.truncation_side not in ("left", "right"):
+            problems.append(
+                f'truncation_side must be "left" or "right", got {self.truncation_side!r}'
+            )
+        if not _is_count(self.pad_token_id):
+            problems.append(f"pad_token_id must be an integer >= 0, got {self.pad_token_id!r}")
+        if self.template not in ("pair", "chat"):
+            problems.append(f'template must be "pair" or "chat", got {self.template!r}')
+        if not isinstance(self.inputs, list) or not self.inputs:
+            problems.append(f"inputs must be a non-empty list, got {self.inputs!r}")
+        else:
+            for i, spec in enumerate(self.inputs):
+                if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                    problems.append(f"inputs[{i}] must be an object with a name, got {spec!r}")
+        if not isinstance(self.files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.files.items()
+        ):
+            problems.append(f"files must map file names to sha256 strings, got {self.files!r}")
+        if problems:
+            raise ManifestError("; ".join(problems))
 
     @property
     def encoding(self) -> EncodingSpec:
@@ -125,7 +173,10 @@ def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: expected a JSON object")
-    manifest = Manifest.from_dict(data)
+    try:
+        manifest = Manifest.from_dict(data)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc}") from exc
     for name in (MODEL_FILE, TOKENIZER_FILE):
         if name not in manifest.files:
             raise ManifestError(f"{path}: no checksum for {name}")

@@ -26,7 +26,15 @@ from rankrm.encoding import (
     pad_batch,
     render_messages,
 )
-from rankrm.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, load_manifest
+from rankrm.manifest import (
+    MANIFEST,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    ManifestError,
+    Normalization,
+    load_manifest,
+)
 
 
 def make_session(
@@ -90,9 +98,28 @@ class OnnxRewardModel:
         """Load ``folder`` (manifest checked, checksums verified unless ``verify`` is off)."""
         folder = Path(folder)
         manifest = load_manifest(folder, verify=verify)
-        raw = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        try:
+            raw = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            raise ManifestError(f"{folder / TOKENIZER_FILE}: not a tokenizer ({exc})") from exc
+        if manifest.pad_token_id >= raw.get_vocab_size():
+            raise ManifestError(
+                f"{folder / MANIFEST}: pad_token_id {manifest.pad_token_id} is outside the "
+                f"tokenizer's vocabulary of {raw.get_vocab_size()}"
+            )
         tokenizer = configure_tokenizer(raw, manifest.encoding)
-        session = make_session(folder / MODEL_FILE, threads, providers, spin)
+        try:
+            session = make_session(folder / MODEL_FILE, threads, providers, spin)
+        except Exception as exc:  # onnxruntime's own exception types
+            raise ManifestError(
+                f"{folder / MODEL_FILE}: onnxruntime cannot load it ({exc})"
+            ) from exc
+        graph = [i.name for i in session.get_inputs()]
+        if sorted(graph) != sorted(manifest.input_names):
+            raise ManifestError(
+                f"{folder / MANIFEST}: inputs {manifest.input_names} do not match the graph's "
+                f"{graph}"
+            )
         return cls(
             session,
             tokenizer,
@@ -102,6 +129,19 @@ class OnnxRewardModel:
             manifest,
             manifest.chat,
         )
+
+    def first_batch(self) -> None:
+        """Score two short texts and check the rewards are numbers: a model that loads but
+        cannot run (a wrong graph, a broken file that was not verified) fails at start, not
+        on the first request."""
+        try:
+            rewards = self.raw_scores([None, None], ["a good answer", "a bad answer"])
+        except Exception as exc:  # onnxruntime's own exception types
+            raise ManifestError(f"the model failed its first batch: {exc}") from exc
+        if rewards.shape != (2,) or not np.isfinite(rewards).all():
+            raise ManifestError(
+                f"the model's first batch gave {rewards.tolist()}, not two finite rewards"
+            )
 
     def encode(
         self, prompts: Sequence[str | None], responses: Sequence[str], *, parallel: bool = True

@@ -222,9 +222,12 @@ class _Exporter:
 
         tick = time.perf_counter()
         ref_scores = _score(final, ref_texts)  # raw: normalisation is still (0, 1) here
+        spread = float(ref_scores.std())
+        if c.scale_rewards and not spread > 0:
+            log.warning("the reference rewards are all equal: not scaling them (scale 1)")
         normalization = Normalization(
             offset=float(ref_scores.mean()),
-            scale=float(ref_scores.std()) if c.scale_rewards else 1.0,
+            scale=spread if c.scale_rewards and spread > 0 else 1.0,
             reference=str(reference),
             reference_texts=len(ref_texts),
         )

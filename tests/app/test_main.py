@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -112,6 +114,69 @@ def test_corrupt_model_exits_non_zero(model_dir: Path, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "sha256 does not match" in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+def _edit_manifest(folder: Path, change: Any) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _truncate_model_keeping_checksums(folder: Path) -> None:
+    model = folder / "model.onnx"
+    model.write_bytes(model.read_bytes()[:5000])
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    _edit_manifest(folder, lambda m: m["files"].update({"model.onnx": digest}))
+
+
+BROKEN_FOLDERS: dict[str, tuple[Any, str]] = {
+    "truncated-model": (
+        _truncate_model_keeping_checksums,
+        "model.onnx: onnxruntime cannot load it",
+    ),
+    "not-a-tokenizer": (
+        lambda d: (d / "tokenizer.json").write_text('{"hello": 1}'),
+        "tokenizer.json: not a tokenizer",
+    ),
+    "max-length-string": (
+        lambda d: _edit_manifest(d, lambda m: m.update(max_length="128")),
+        "max_length must be a positive integer, got '128'",
+    ),
+    "unknown-input": (
+        lambda d: _edit_manifest(d, lambda m: m["inputs"][0].update(name="ids")),
+        "do not match the graph's",
+    ),
+    "pad-outside-vocabulary": (
+        lambda d: _edit_manifest(d, lambda m: m.update(pad_token_id=10**7)),
+        "pad_token_id 10000000 is outside the tokenizer's vocabulary",
+    ),
+    "scale-zero": (
+        lambda d: _edit_manifest(d, lambda m: m["normalization"].update(scale=0.0)),
+        "normalization.scale must be above 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_FOLDERS))
+def test_every_broken_model_folder_is_one_line_and_exit_2(
+    model_dir: Path, tmp_path: Path, case: str
+) -> None:
+    breaks, words = BROKEN_FOLDERS[case]
+    broken = Path(shutil.copytree(model_dir, tmp_path / case))
+    breaks(broken)
+    verify = "true" if case == "truncated-model" else "false"  # checksums pass, or are off
+    result = subprocess.run(
+        [sys.executable, "-m", "rankrm", "serve", "--model-dir", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RANKRM_VERIFY_CHECKSUMS": verify},
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot load the model: ")
+    assert words in lines[0]
 
 
 def test_bad_settings_exit_non_zero(model_dir: Path) -> None:
