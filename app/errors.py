@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -93,11 +94,16 @@ class AsciiJSON(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-def error_response(kind: ErrorKind, message: str, retry_after: float | None = None) -> JSONResponse:
-    """The JSON body and status of an error."""
-    headers = None
+def error_response(
+    kind: ErrorKind,
+    message: str,
+    retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON body and status of an error (``headers`` added, e.g. a 405's ``Allow``)."""
+    headers = dict(headers or {})
     if retry_after is not None:
-        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return AsciiJSON(
         {"error": message, "error_type": kind.value}, status_code=STATUS[kind], headers=headers
     )
@@ -158,7 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = {404: ErrorKind.NOT_FOUND, 405: ErrorKind.METHOD_NOT_ALLOWED}.get(
             exc.status_code, ErrorKind.INVALID_REQUEST
         )
-        return error_response(kind, str(exc.detail))
+        return error_response(kind, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

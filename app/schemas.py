@@ -29,6 +29,13 @@ Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 """A string that is valid Unicode: lone surrogates are refused with the field named
 (see ``rankrm.encoding``); every text field of every request is one."""
 
+ScoredText = Annotated[Text, Field(json_schema_extra={"minLength": 1})]
+"""A text that is scored: empty, whitespace-only or invisible-only text is refused (422);
+the schema states the part JSON Schema can say."""
+
+NonEmpty = Field(json_schema_extra={"minItems": 1})
+"""A list of inputs: an empty one is 400 ``empty_input`` (documented in the schema)."""
+
 ChatMessages = list[dict[Text, Text]]
 """Chat messages, ``{"role", "content"}`` (or ShareGPT's ``{"from", "value"}``)."""
 
@@ -55,7 +62,7 @@ class Item(Strict):
     message is the assistant's answer."""
 
     prompt: Prompt = None
-    response: Text | None = None
+    response: ScoredText | None = None
     messages: ChatMessages | None = Field(
         None,
         description="A whole conversation ending with the assistant's answer (instead of "
@@ -74,8 +81,8 @@ class Item(Strict):
 class ScoreRequest(Options):
     """Either ``texts`` or ``items``."""
 
-    texts: list[Text] | None = None
-    items: list[Item] | None = None
+    texts: Annotated[list[ScoredText] | None, NonEmpty] = None
+    items: Annotated[list[Item] | None, NonEmpty] = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ScoreRequest:
@@ -118,14 +125,14 @@ class Pair(Strict):
     """Two responses to the same (optional) prompt."""
 
     prompt: Prompt = None
-    a: Text
-    b: Text
+    a: ScoredText
+    b: ScoredText
 
 
 class CompareRequest(Options):
     """Pairs to compare."""
 
-    pairs: list[Pair]
+    pairs: Annotated[list[Pair], NonEmpty]
 
 
 class Comparison(BaseModel):
@@ -151,7 +158,7 @@ class RankRequest(Options):
     """Candidates for one prompt (best-of-n, rejection sampling)."""
 
     prompt: Prompt = None
-    candidates: list[Text]
+    candidates: Annotated[list[ScoredText], NonEmpty]
 
 
 class Ranked(BaseModel):
@@ -177,7 +184,7 @@ class GetRewardRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    query: list[Text]
+    query: Annotated[list[ScoredText], NonEmpty]
     prompts: list[Text] | None = None
     labels: list[Any] | None = None
 

@@ -87,7 +87,18 @@ def test_a_text_with_nothing_visible_is_an_empty_text(server: Server, text: str)
 
 def test_unknown_path_and_method(server: Server) -> None:
     check_error(httpx.get(f"{server.url}/nope"), 404, "not_found")
-    check_error(httpx.get(f"{server.url}/score"), 405, "method_not_allowed")
+    response = httpx.get(f"{server.url}/score")
+    check_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"  # what the method should have been
+
+
+def test_the_schema_states_what_empty_input_is_refused(server: Server) -> None:
+    schemas = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]
+    texts = schemas["ScoreRequest"]["properties"]["texts"]  # minItems: arrays only
+    assert texts["minItems"] == 1 and texts["anyOf"][0]["items"]["minLength"] == 1
+    assert schemas["CompareRequest"]["properties"]["pairs"]["minItems"] == 1
+    assert schemas["Pair"]["properties"]["a"]["minLength"] == 1
+    assert schemas["RankRequest"]["properties"]["candidates"]["minItems"] == 1
 
 
 def test_limits_give_413_and_422(engine: ControlledEngine) -> None:
