@@ -78,7 +78,7 @@ conformance: $(VENV)/.installed
 # (docs/hardening.md has results).
 hardening: $(VENV)/.installed
 	$(BIN)/python bench/hardening.py --model models/default --out docs/hardening.json \
-		--scenarios overload@0,overload@1000,big,slow
+		--scenarios overload@0,overload@1000,big,slow,fair,cjk
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ a closed loop like a trainer's workers), so every request's status and latency i
   during the storm.
 * ``big``: connections sending the largest bodies the limits allow (many long texts),
   with the server's RSS sampled: before, peak (VmHWM) and after.
+* ``cjk``: requests of 16 texts of 100,000 CJK characters, with ``/health`` probed.
 * ``fair``: small requests alone, then beside back-to-back 512-text requests.
 * ``slow``: connections trickling their headers (or body) a byte at a time for the whole
   run, beside normal clients whose latency is reported.
@@ -332,6 +333,25 @@ async def big(
     return result
 
 
+async def cjk(url: tuple[str, int], seconds: float) -> dict[str, Any]:
+    """2 connections sending 16 texts of 100,000 CJK characters back to back (4.6 MB of
+    UTF-8 each), with ``/health`` probed beside them: tokenising them must not stop the
+    event loop."""
+    rng = random.Random(4)
+    text = "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(100_000))
+    body = json.dumps({"texts": [text] * 16}, ensure_ascii=False).encode()
+    tally, health = Tally(), Tally()
+    until = time.monotonic() + seconds
+    await asyncio.gather(
+        probe(url, "/health", until, health),
+        *(client(url, [body], "/score", until, tally, i) for i in range(2)),
+    )
+    result = tally.summary()
+    result["health"] = health.summary()
+    result["body_mb"] = round(len(body) / 2**20, 2)
+    return result
+
+
 async def slow(url: tuple[str, int], slow_connections: int, seconds: float) -> dict[str, Any]:
     rng = random.Random(2)
     bodies = [json.dumps({"texts": [sentence(rng, 20)]}).encode() for _ in range(64)]
@@ -413,6 +433,8 @@ def main() -> None:
                 figures = asyncio.run(big(url, 16, 80, 100_000, args.seconds))
             elif scenario == "slow":
                 figures = asyncio.run(slow(url, 500, args.seconds))
+            elif scenario == "cjk":
+                figures = asyncio.run(cjk(url, args.seconds))
             elif scenario == "fair":
                 figures = asyncio.run(fair(url, args.seconds))
             else:
