@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from tests.conftest import build_chat_tokenizer, tiny_dims
 from tests.training.test_export import texts_file
 
 MAX_LENGTH = 384
-FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gpt-neox"]
+FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gpt-neox", "llama-left-nopad"]
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 SHORT = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4."}]
@@ -33,7 +33,22 @@ MULTI = [
 
 
 def reward_model_folder(folder: Path, family: str) -> Path:
-    """A tiny random decoder reward model (num_labels=1) with a ChatML tokenizer."""
+    """A tiny random decoder reward model (num_labels=1) with a ChatML tokenizer.
+    ``llama-left-nopad``: a Llama whose tokenizer pads on the left and, like many decoder
+    checkpoints, has no pad token (nor has its config)."""
+    if family == "llama-left-nopad":
+        reward_model_folder(folder, "llama")
+        edits: dict[str, Callable[[dict[str, Any]], object]] = {
+            "tokenizer_config.json": lambda c: c.update(padding_side="left", pad_token=None),
+            "special_tokens_map.json": lambda c: c.pop("pad_token", None),
+            "config.json": lambda c: c.update(pad_token_id=None),
+        }
+        for name, edit in edits.items():
+            if (folder / name).is_file():
+                content = json.loads((folder / name).read_text())
+                edit(content)
+                (folder / name).write_text(json.dumps(content))
+        return folder
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -171,6 +186,22 @@ def test_messages_score_as_transformers(
     shape = {2: "messages", 3: "messages + system", 4: "messages, multi-turn"}[len(conversation)]
     assert agrees(family, shape, reward, reference.chat(conversation))
     assert usage["truncated"] == 0
+
+
+def test_a_batch_of_different_lengths_scores_each_as_alone(
+    served: tuple[str, Server, Reference],
+) -> None:
+    """One request, one padded batch: padding (right, with the model's pad id or, for a
+    checkpoint without one, the id the export chose) changes no reward."""
+    family, server, reference = served
+    if family == "llama-left-nopad":
+        assert reference.tokenizer.pad_token is None
+        assert reference.tokenizer.padding_side == "left"
+        assert reference.model.config.pad_token_id is None
+    conversations = [SHORT, MULTI, [SYSTEM, *SHORT]]
+    rewards, _ = served_rewards(server, {"items": [{"messages": c} for c in conversations]})
+    expected = [reference.chat(c) for c in conversations]
+    assert agrees(family, "messages, batch of 3 lengths", rewards, expected)
 
 
 def test_prompt_and_response_score_as_that_conversation(
