@@ -245,7 +245,9 @@ class _Exporter:
             inputs=[{"name": n, "dtype": "int64"} for n in names],
             output={"name": OUTPUT_NAME, "dtype": "float32", "shape": "(batch,)"},
             pad_token_id=self.rm.pad_id,
-            pooling=pooling_of(self.rm.model),
+            pooling="last-token-by-attention-mask"
+            if self.rm.last_token_by_mask
+            else pooling_of(self.rm.model),
             template="chat" if self.rm.chat is not None else "pair",
             chat_template=self.rm.chat.source if self.rm.chat is not None else None,
             special_tokens=self.rm.chat.special_tokens if self.rm.chat is not None else {},

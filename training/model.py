@@ -51,6 +51,24 @@ class RewardModel:
     spec: EncodingSpec
     pad_id: int
     chat: ChatTemplate | None = None  # a foreign reward model's chat template (see load)
+    # A decoder checkpoint without a pad token: transformers reads its reward at the last
+    # token, so it is read at the attention mask's last position, not at the last token
+    # that differs from the stand-in pad (EOS), which an input may end with.
+    last_token_by_mask: bool = False
+
+    def rewards(
+        self, inputs: dict[str, torch.Tensor], module: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        """Rewards ``(N,)`` of a padded batch (through ``module`` when given)."""
+        if not self.last_token_by_mask:
+            net = module if module is not None else self.model
+            return net(**inputs).logits.squeeze(-1).float()  # type: ignore[no-any-return]
+        if module is not None and module is not self.model:
+            raise ValueError(
+                "distributed training of a decoder without a pad token: set a pad token "
+                "in the checkpoint first"
+            )
+        return rewards_at_last_token(self.model, inputs["input_ids"], inputs["attention_mask"])
 
     def batch(
         self, prompts: Sequence[str | None], responses: Sequence[str]
@@ -77,8 +95,7 @@ class RewardModel:
         k_max = max(len(lst.responses) for lst in lists)
         prompts = [lst.prompt for lst in lists for _ in lst.responses]
         responses = [r for lst in lists for r in lst.responses]
-        net = module if module is not None else self.model
-        flat = net(**self.batch(prompts, responses)).logits.squeeze(-1).float()  # (N,)
+        flat = self.rewards(self.batch(prompts, responses), module)  # (N,)
         mask = torch.zeros(len(lists), k_max, dtype=torch.bool)  # (B, K)
         for row, lst in enumerate(lists):
             mask[row, : len(lst.responses)] = True
@@ -98,9 +115,22 @@ class RewardModel:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             inputs = self.batch([prompts[i] for i in idx], [responses[i] for i in idx])
-            out[idx] = self.model(**inputs).logits.squeeze(-1).float()
+            out[idx] = self.rewards(inputs)
         self.model.train(was_training)
         return out
+
+
+def rewards_at_last_token(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """A decoder classifier's reward at each row's last attended position ``(N,)``: what
+    its own forward computes (the ``score`` head on the last hidden state), pooled by the
+    attention mask instead of by the pad id."""
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]  # (N,T,H)
+    last = attention_mask.sum(-1) - 1  # (N,)
+    picked = hidden[torch.arange(hidden.shape[0]), last]  # (N, H)
+    head: torch.nn.Module = model.score  # type: ignore[assignment]
+    return head(picked)[:, 0].float()  # type: ignore[no-any-return]
 
 
 def own_aligned_storage(model: torch.nn.Module) -> None:
@@ -150,11 +180,13 @@ def load_reward_model(
         raise ValueError(
             f"{path}: a reward model has num_labels=1, this one has {model.config.num_labels}"
         )
+    by_mask = model.config.pad_token_id is None and hasattr(model, "score")
     model.config.pad_token_id = hf_tokenizer.pad_token_id
     own_aligned_storage(model)
     tokenizer = configure_tokenizer(hf_tokenizer.backend_tokenizer, spec)
     chat = chat_template_of(hf_tokenizer) if rule in ("auto", "chat") else None
-    return RewardModel(model, hf_tokenizer, tokenizer, spec, int(hf_tokenizer.pad_token_id), chat)
+    pad = int(hf_tokenizer.pad_token_id)
+    return RewardModel(model, hf_tokenizer, tokenizer, spec, pad, chat, last_token_by_mask=by_mask)
 
 
 def chat_template_of(hf_tokenizer: Any) -> ChatTemplate | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from training.model import RewardModel, uses_token_types
+from training.model import RewardModel, rewards_at_last_token, uses_token_types
 
 OPSET = 17
 OUTPUT_NAME = "reward"
@@ -25,10 +25,11 @@ OPTIMIZABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distil
 class _RewardOutput(torch.nn.Module):
     """Wraps a classifier so the exported graph returns one reward per row."""
 
-    def __init__(self, model: PreTrainedModel, token_types: bool) -> None:
+    def __init__(self, model: PreTrainedModel, token_types: bool, by_mask: bool = False) -> None:
         super().__init__()
         self.model = model
         self.token_types = token_types
+        self.by_mask = by_mask  # RewardModel.last_token_by_mask
 
     def forward(
         self,
@@ -36,6 +37,8 @@ class _RewardOutput(torch.nn.Module):
         attention_mask: torch.Tensor,  # (N, T)
         token_type_ids: torch.Tensor | None = None,  # (N, T)
     ) -> torch.Tensor:
+        if self.by_mask:
+            return rewards_at_last_token(self.model, input_ids, attention_mask)
         extra = {"token_type_ids": token_type_ids} if self.token_types else {}
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
         rewards: torch.Tensor = logits[:, 0]  # (N,)
@@ -82,7 +85,7 @@ def export_onnx(rm: RewardModel, path: Path) -> list[str]:
         # The TorchScript exporter narrates its tracing (TracerWarning etc.): not our errors.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _RewardOutput(model, "token_type_ids" in names),
+            _RewardOutput(model, "token_type_ids" in names, rm.last_token_by_mask),
             args,
             str(path),
             input_names=names,

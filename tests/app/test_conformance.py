@@ -198,6 +198,7 @@ def test_a_batch_of_different_lengths_scores_each_as_alone(
         assert reference.tokenizer.pad_token is None
         assert reference.tokenizer.padding_side == "left"
         assert reference.model.config.pad_token_id is None
+        assert server.engine.manifest.pooling == "last-token-by-attention-mask"
     conversations = [SHORT, MULTI, [SYSTEM, *SHORT]]
     rewards, _ = served_rewards(server, {"items": [{"messages": c} for c in conversations]})
     expected = [reference.chat(c) for c in conversations]
@@ -233,9 +234,11 @@ def test_plain_text_scores_as_the_tokenizer_reads_it(
     served: tuple[str, Server, Reference],
 ) -> None:
     family, server, reference = served
-    texts = ["A plain answer.", "<s>Already has its BOS."]
+    texts = ["A plain answer.", "<s>Already has its BOS.", "Ends with its EOS.</s>"]
     rewards, _ = served_rewards(server, {"texts": texts})
     assert agrees(family, "plain text", rewards[0], reference.text(texts[0]))
+    # read at the EOS, as transformers reads it, also where EOS stands in for padding
+    assert agrees(family, "plain text ending with EOS", rewards[2], reference.text(texts[2]))
     without_bos = reference.tokenizer(texts[1], add_special_tokens=False, return_tensors="pt")
     import torch
 
