@@ -42,12 +42,15 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a head over the limits."""
 
 
-def error_response(status: int, reason: str, kind: str, message: str) -> bytes:
-    """A complete HTTP/1.1 error response in the service's JSON shape that closes."""
+def error_response(
+    status: int, reason: str, kind: str, message: str, extra_headers: str = ""
+) -> bytes:
+    """A complete HTTP/1.1 error response in the service's JSON shape that closes
+    (``extra_headers``: more ``name: value\\r\\n`` lines)."""
     body = json.dumps({"error": message, "error_type": kind}, ensure_ascii=True).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{extra_headers}\r\n"
     )
     return head.encode("ascii") + body
 

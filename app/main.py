@@ -20,7 +20,7 @@ from app.engine import Engine, OnnxEngine
 from app.errors import install_error_handlers
 from app.intake import Intake
 from app.metrics import Metrics
-from app.priority import background_executor, lowering_new_threads
+from app.priority import lowering_new_threads
 from app.scoring import ServiceState
 from rankrm import __version__
 
@@ -81,21 +81,14 @@ _KNOWN = {"/score", "/compare", "/rank", "/get_reward", "/info", *_OPEN}
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The service. ``engine`` defaults to the ONNX model in ``settings.model_dir``."""
     settings = settings or Settings()
-    nice = settings.background_nice
-    with lowering_new_threads(nice):  # onnxruntime's workers start here
+    with lowering_new_threads(settings.background_nice):  # onnxruntime's workers start here
         engine = engine or OnnxEngine.from_settings(settings)
         if settings.split_overhead_tokens is None:
             overhead = engine.call_overhead_tokens()
             log.info("one model call costs about %.1f padded tokens (measured)", overhead)
             settings = settings.model_copy(update={"split_overhead_tokens": overhead})
     metrics = Metrics.create()
-    state = ServiceState(
-        settings,
-        engine,
-        Batcher(engine, settings, metrics),
-        metrics,
-        tokenizer_thread=background_executor(nice, 1, "rankrm-tokenize"),
-    )
+    state = ServiceState(settings, engine, Batcher(engine, settings, metrics), metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

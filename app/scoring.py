@@ -17,6 +17,7 @@ from app.config import Settings
 from app.engine import Engine, InputError, PromptInput
 from app.errors import ErrorKind, ServiceError
 from app.metrics import Metrics
+from app.priority import background_executor
 from app.schemas import Prompt, Timings, Usage
 from rankrm.chat import ChatTemplateError
 from rankrm.encoding import Tokens, is_blank, normalise_message
@@ -38,9 +39,11 @@ class ServiceState:
     tokenizer_backlog_chars: int = 0  # characters admitted for tokenisation, not yet done
     s_per_char: float = 0.0  # measured tokenisation speed (moving average)
     # large requests' slices, one at a time, below the event loop's priority
-    tokenizer_thread: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1)
-    )
+    tokenizer_thread: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        nice = self.settings.background_nice
+        self.tokenizer_thread = background_executor(nice, 1, "rankrm-tokenize")
 
 
 @dataclass

@@ -117,7 +117,8 @@ _TOO_MANY_CONNECTIONS = error_response(
     "Service Unavailable",
     "overloaded",
     "too many open connections; retry later",
-).replace(b"connection: close\r\n", b"connection: close\r\nretry-after: 1\r\n")
+    extra_headers="retry-after: 1\r\n",
+)
 
 
 def _close_on_failure(conn: socket.socket) -> Callable[[asyncio.Task[object]], None]:

@@ -48,7 +48,7 @@ from training.export_checks import (
 from training.fsutil import swap_in
 from training.model import RewardModel, load_reward_model
 from training.model_card import write_model_card
-from training.onnx_export import OPSET, OUTPUT_NAME, export_onnx, optimize_onnx, pooling_of
+from training.onnx_export import OPSET, OUTPUT_NAME, export_onnx, optimize_onnx
 from training.quantize import SCHEME, quantize_per_token
 
 log = logging.getLogger("rankrm.export")
@@ -245,9 +245,7 @@ class _Exporter:
             inputs=[{"name": n, "dtype": "int64"} for n in names],
             output={"name": OUTPUT_NAME, "dtype": "float32", "shape": "(batch,)"},
             pad_token_id=self.rm.pad_id,
-            pooling="last-token-by-attention-mask"
-            if self.rm.last_token_by_mask
-            else pooling_of(self.rm.model),
+            pooling=self.rm.pooling,
             template="chat" if self.rm.chat is not None else "pair",
             chat_template=self.rm.chat.source if self.rm.chat is not None else None,
             special_tokens=self.rm.chat.special_tokens if self.rm.chat is not None else {},

@@ -56,6 +56,11 @@ class RewardModel:
     # that differs from the stand-in pad (EOS), which an input may end with.
     last_token_by_mask: bool = False
 
+    @property
+    def pooling(self) -> str:
+        """How a reward is read from the token states (recorded in the manifest)."""
+        return "last-token-by-attention-mask" if self.last_token_by_mask else pooling_of(self.model)
+
     def rewards(
         self, inputs: dict[str, torch.Tensor], module: torch.nn.Module | None = None
     ) -> torch.Tensor:
@@ -131,6 +136,25 @@ def rewards_at_last_token(
     picked = hidden[torch.arange(hidden.shape[0]), last]  # (N, H)
     head: torch.nn.Module = model.score  # type: ignore[assignment]
     return head(picked)[:, 0].float()  # type: ignore[no-any-return]
+
+
+def pooling_of(model: PreTrainedModel) -> str:
+    """How the model turns token states into one reward (recorded in the manifest)."""
+    if getattr(model.config, "is_decoder", False) or model.config.model_type in {
+        "llama",
+        "qwen2",
+        "qwen3",
+        "mistral",
+        "gemma",
+        "gemma2",
+        "phi3",
+        "gpt2",
+        "gpt_neox",
+    }:
+        return "last-non-pad-token"
+    if model.config.model_type == "bert":
+        return "cls-pooler"
+    return "first-token"
 
 
 def own_aligned_storage(model: torch.nn.Module) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from training.model import RewardModel, rewards_at_last_token, uses_token_types
+from training.model import RewardModel, uses_token_types
 
 OPSET = 17
 OUTPUT_NAME = "reward"
@@ -23,13 +23,14 @@ OPTIMIZABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distil
 
 
 class _RewardOutput(torch.nn.Module):
-    """Wraps a classifier so the exported graph returns one reward per row."""
+    """Wraps a reward model so the exported graph returns one reward per row, read as
+    ``RewardModel.rewards`` reads it."""
 
-    def __init__(self, model: PreTrainedModel, token_types: bool, by_mask: bool = False) -> None:
+    def __init__(self, rm: RewardModel, token_types: bool) -> None:
         super().__init__()
-        self.model = model
+        self.model = rm.model  # a submodule, so tracing sees its weights
+        self.rm = rm
         self.token_types = token_types
-        self.by_mask = by_mask  # RewardModel.last_token_by_mask
 
     def forward(
         self,
@@ -37,37 +38,17 @@ class _RewardOutput(torch.nn.Module):
         attention_mask: torch.Tensor,  # (N, T)
         token_type_ids: torch.Tensor | None = None,  # (N, T)
     ) -> torch.Tensor:
-        if self.by_mask:
-            return rewards_at_last_token(self.model, input_ids, attention_mask)
-        extra = {"token_type_ids": token_type_ids} if self.token_types else {}
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
-        rewards: torch.Tensor = logits[:, 0]  # (N,)
-        return rewards
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.token_types:
+            assert token_type_ids is not None
+            inputs["token_type_ids"] = token_type_ids
+        return self.rm.rewards(inputs)  # (N,)
 
 
 def input_names(model: PreTrainedModel) -> list[str]:
     """The ONNX inputs this model needs."""
     names = ["input_ids", "attention_mask"]
     return [*names, "token_type_ids"] if uses_token_types(model) else names
-
-
-def pooling_of(model: PreTrainedModel) -> str:
-    """How the model turns token states into one reward (recorded in the manifest)."""
-    if getattr(model.config, "is_decoder", False) or model.config.model_type in {
-        "llama",
-        "qwen2",
-        "qwen3",
-        "mistral",
-        "gemma",
-        "gemma2",
-        "phi3",
-        "gpt2",
-        "gpt_neox",
-    }:
-        return "last-non-pad-token"
-    if model.config.model_type == "bert":
-        return "cls-pooler"
-    return "first-token"
 
 
 def export_onnx(rm: RewardModel, path: Path) -> list[str]:
@@ -85,7 +66,7 @@ def export_onnx(rm: RewardModel, path: Path) -> list[str]:
         # The TorchScript exporter narrates its tracing (TracerWarning etc.): not our errors.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _RewardOutput(model, "token_type_ids" in names, rm.last_token_by_mask),
+            _RewardOutput(rm, "token_type_ids" in names),
             args,
             str(path),
             input_names=names,
