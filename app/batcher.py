@@ -50,6 +50,7 @@ class Scored:
     queue_s: float
     inference_s: float
     batch_size: int
+    heads: tuple[float, ...] = ()  # a multi-output head's raw outputs (engine.heads)
 
 
 @dataclass
@@ -192,23 +193,26 @@ class Batcher:
                 self._busy = False
             finished = time.monotonic()
             self._record(batch, calls, started, finished)
-            for item, value in zip(batch, raw, strict=True):
+            for item, (value, heads) in zip(batch, raw, strict=True):
                 if not item.future.done():  # cancelled while it ran: nobody to tell
-                    item.future.set_result(
-                        Scored(
-                            float(value), started - item.enqueued, finished - started, len(batch)
-                        )
-                    )
+                    waited, ran = started - item.enqueued, finished - started
+                    item.future.set_result(Scored(value, waited, ran, len(batch), heads))
 
-    def _run(self, batch: list[_Item], calls: list[list[int]]) -> list[float]:
-        """Score ``batch`` in the worker thread, one model call per group of ``calls``."""
-        raw = [0.0] * len(batch)
+    def _run(
+        self, batch: list[_Item], calls: list[list[int]]
+    ) -> list[tuple[float, tuple[float, ...]]]:
+        """Score ``batch`` in the worker thread, one model call per group of ``calls``:
+        each text's raw reward and its head's outputs (none for a one-output model)."""
+        raw: list[tuple[float, tuple[float, ...]]] = [(0.0, ())] * len(batch)
         for call in calls:
             values = self.engine.run([batch[i].encoding for i in call])
             if len(values) != len(call):
                 raise RuntimeError(f"engine returned {len(values)} rewards for {len(call)}")
             for i, value in zip(call, values, strict=True):
-                raw[i] = float(value)
+                if value.ndim == 0:
+                    raw[i] = (float(value), ())
+                else:  # (1 + H,): the reward, then each output of the head
+                    raw[i] = (float(value[0]), tuple(float(v) for v in value[1:]))
         return raw
 
     async def _wait_for_mates(self) -> None:

@@ -39,6 +39,7 @@ class Engine(Protocol):
 
     name: str
     max_length: int
+    heads: list[str]  # a multi-output head's output names; empty for a one-output model
 
     def encode(
         self, prompts: Sequence[PromptInput], responses: Sequence[str], *, parallel: bool = True
@@ -49,7 +50,8 @@ class Engine(Protocol):
         ...
 
     def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
-        """Raw rewards ``(N,)`` of one batch (padded to its longest input)."""
+        """Raw rewards ``(N,)`` of one batch (padded to its longest input); for a model with
+        a multi-output head (``heads``), ``(N, 1 + H)``: the reward, then each output."""
         ...
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
@@ -75,6 +77,7 @@ class OnnxEngine:
         self.manifest = model.manifest
         self.name = model.manifest.name
         self.max_length = model.manifest.max_length
+        self.heads = list(model.manifest.heads)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OnnxEngine:
@@ -124,7 +127,7 @@ class OnnxEngine:
         return [t for t in tokens if t is not None]
 
     def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
-        return self.model.run_encodings(encodings)
+        return self.model.run_encodings(encodings, with_heads=True)
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return self.model.normalize(raw)

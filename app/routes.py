@@ -21,7 +21,15 @@ from app.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from app.scoring import ServiceState, conversation_input, prompt_input, rewards, score
+from app.scoring import (
+    Scores,
+    ServiceState,
+    conversation_input,
+    head_outputs,
+    prompt_input,
+    rewards,
+    score,
+)
 from app.security import require_api_key, service_state
 from rankrm.formats import FORMAT_IDS, parse_conversation
 
@@ -30,6 +38,14 @@ State = Annotated[ServiceState, Depends(service_state)]
 router = APIRouter(
     tags=["scoring"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES
 )
+
+
+def head_outputs_by_name(state: ServiceState, scores: Scores) -> dict[str, list[float]] | None:
+    """A multi-output head's outputs as one list per output name (OpenRLHF's layout)."""
+    per_input = head_outputs(state, scores)
+    if per_input is None:
+        return None
+    return {name: [one[name] for one in per_input] for name in state.engine.heads}
 
 
 def _sigmoid(x: float) -> float:
@@ -62,6 +78,7 @@ async def score_texts(body: ScoreRequest, request: Request, state: State) -> Sco
         normalized=not body.raw,
         rewards=rewards(state, scores.raw, body.raw),
         truncated=scores.truncated,
+        heads=head_outputs(state, scores) if body.return_heads else None,
         usage=scores.usage,
         timings=scores.timings,
     )
@@ -127,7 +144,8 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
     a prefix of ``query[i]``, the two are split and encoded as prompt and response; else the
     whole query is scored as it stands. Rewards are normalised. ``extra_logs`` holds, per
     item: ``policy_format`` (the number of the format recognised, 0 for none),
-    ``raw_reward``, ``tokens`` and ``truncated`` (0 or 1)."""
+    ``raw_reward``, ``tokens`` and ``truncated`` (0 or 1); for a model with a multi-output
+    head, also ``head:NAME`` for each output (raw)."""
     if not body.query:
         return GetRewardResponse(rewards=[], scores=[], extra_logs={})
     given = body.prompts or []
@@ -156,4 +174,6 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
         "tokens": [float(n) for n in scores.tokens],
         "truncated": [float(t) for t in scores.truncated],
     }
+    for name, column in (head_outputs_by_name(state, scores) or {}).items():
+        extra_logs[f"head:{name}"] = column
     return GetRewardResponse(rewards=shown, scores=shown, extra_logs=extra_logs)

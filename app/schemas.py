@@ -83,6 +83,11 @@ class ScoreRequest(Options):
 
     texts: Annotated[list[ScoredText] | None, NonEmpty] = None
     items: Annotated[list[Item] | None, NonEmpty] = None
+    return_heads: StrictBool = Field(
+        False,
+        description="For a model with a multi-output head: also return each input's raw "
+        "outputs by name (`heads`); the reward is their weighted sum (see /info).",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ScoreRequest:
@@ -116,6 +121,10 @@ class ScoreResponse(BaseModel):
     rewards: list[float]
     truncated: list[bool] = Field(
         default_factory=list, description="Per input: whether it was cut to fit the model."
+    )
+    heads: list[dict[str, float]] | None = Field(
+        None,
+        description="Per input, with return_heads and a multi-output model: each output, raw.",
     )
     usage: Usage
     timings: Timings

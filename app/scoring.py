@@ -55,6 +55,7 @@ class Scores:
     timings: Timings
     tokens: list[int] = field(default_factory=list)  # per input, as the model read it
     truncated: list[bool] = field(default_factory=list)  # per input
+    heads: list[tuple[float, ...]] = field(default_factory=list)  # per input (engine.heads)
 
 
 def chat_turns(messages: Sequence[Mapping[str, str]], where: str) -> list[dict[str, str]]:
@@ -285,7 +286,17 @@ async def score(
         timings,
         tokens=[len(e.ids) for e in encodings],
         truncated=[e.truncated for e in encodings],
+        heads=[r.heads for r in results],
     )
+
+
+def head_outputs(state: ServiceState, scores: Scores) -> list[dict[str, float]] | None:
+    """Each input's multi-output head, by output name (raw, as the model gives them); None
+    for a one-output model."""
+    names = state.engine.heads
+    if not names:
+        return None
+    return [dict(zip(names, values, strict=True)) for values in scores.heads]
 
 
 def rewards(state: ServiceState, raw: np.ndarray, want_raw: bool) -> list[float]:

@@ -119,24 +119,42 @@ def _environment() -> ImmutableSandboxedEnvironment:
 class ChatTemplate:
     """A compiled chat template and the special tokens it is rendered with."""
 
-    def __init__(self, source: str, special_tokens: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        special_tokens: Mapping[str, str] | None = None,
+        *,
+        append_eos: bool = False,
+    ) -> None:
+        """``append_eos``: the model reads its reward at an EOS after the conversation
+        (OpenRLHF's reward models are trained and served so): renders end with it."""
         try:
             self._template = _environment().from_string(source)
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"the chat template does not compile: {exc}") from exc
         self.source = source
         self.special_tokens = dict(special_tokens or {})
+        self.append_eos = append_eos
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
         """The conversation as the model reads it (no generation prompt by default)."""
         plain = [dict(message) for message in messages]
         try:
-            return self._template.render(
-                messages=plain,
-                add_generation_prompt=add_generation_prompt,
-                **self.special_tokens,
+            return self.ending(
+                self._template.render(
+                    messages=plain,
+                    add_generation_prompt=add_generation_prompt,
+                    **self.special_tokens,
+                )
             )
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"the model's chat template refused it: {exc}") from exc
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise ChatTemplateError(f"the model's chat template failed on it: {exc}") from exc
+
+    def ending(self, text: str) -> str:
+        """``text`` with the EOS the model reads its reward at, when it wants one."""
+        eos = self.special_tokens.get("eos_token", "")
+        if self.append_eos and eos and not text.endswith(eos):
+            return text + eos
+        return text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -377,6 +378,7 @@ class Quantize(StrEnum):
 
     none = "none"
     int8 = "int8"
+    fp16 = "fp16"
 
 
 @app.command()
@@ -391,7 +393,8 @@ def export(
         Quantize,
         typer.Option(
             help="int8: per-channel int8 weights and per-token int8 activations (batch-invariant); "
-            "refused if it misses the bars on held-out data."
+            "fp16: half precision for GPUs (serve with provider=cuda); either is refused if it "
+            "misses the bars on held-out data."
         ),
     ] = Quantize.none,
     reference: Annotated[
@@ -439,12 +442,21 @@ def export(
             "128 for a model from elsewhere (a chat reward model usually wants more)."
         ),
     ] = None,
+    head_weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A multi-output head (num_labels > 1): NAME=WEIGHT of one output in the "
+            "reward, repeatable (outputs not named weigh 0). Default: the mean of all outputs.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Export a checkpoint to ONNX with its tokenizer, manifest and model card, checked
     against torch (parity, batch invariance, loading without torch) before it is written.
 
-    Any local AutoModelForSequenceClassification folder with one output works; a tokenizer
-    with a chat template makes the served model read conversations through it."""
+    Any local AutoModelForSequenceClassification folder works (TRL's and OpenRLHF's reward
+    models included); a tokenizer with a chat template makes the served model read
+    conversations through it."""
     from training.data import DataError
     from training.export import ExportConfig, ExportError, export_model
     from training.export_checks import ExportCheckError
@@ -465,6 +477,7 @@ def export(
         seed=seed,
         threads=threads,
         max_length=max_length,
+        head_weights=_head_weights(head_weight or []),
     )
     try:
         report = export_model(config)
@@ -480,6 +493,21 @@ def export(
         "timings_s": report.timings,
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+def _head_weights(given: list[str]) -> dict[str, float] | None:
+    """``--head-weight NAME=WEIGHT`` values as a mapping (None when none are given)."""
+    weights: dict[str, float] = {}
+    for i, item in enumerate(given):
+        name, sep, value = item.rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not sep or not name or not math.isfinite(weight):
+            _fail(f"--head-weight #{i + 1}: {item!r} is not NAME=WEIGHT (a finite number)")
+        weights[name] = weight
+    return weights or None
 
 
 SERVE = "Service"

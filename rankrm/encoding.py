@@ -314,6 +314,7 @@ def encode_pairs(
             ]
             tokens.append(encode_conversation(tokenizer, chat, conversation))
         else:
+            response = chat.ending(response)
             has_bos = bos is not None and bos != "" and response.startswith(bos)
             tokens.append(Tokens.of(tokenizer.encode(response, add_special_tokens=not has_bos)))
     return tokens

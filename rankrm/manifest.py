@@ -81,6 +81,11 @@ class Manifest:
     template: str = "pair"  # "pair" (rankrm.encoding.encode) or "chat" (the chat template)
     chat_template: str | None = None  # the Jinja source, when template == "chat"
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token... for it
+    append_eos: bool = False  # inputs end with the EOS token (OpenRLHF's reward models)
+    # A multi-output head: the name of each output of the graph's "heads", and the weights
+    # of the reward (their weighted sum). Empty for a one-output reward model.
+    heads: list[str] = field(default_factory=list)
+    head_weights: list[float] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     created_by: str = ""
 
@@ -109,6 +114,17 @@ class Manifest:
             isinstance(k, str) and isinstance(v, str) for k, v in self.files.items()
         ):
             problems.append(f"files must map file names to sha256 strings, got {self.files!r}")
+        if not isinstance(self.heads, list) or not all(isinstance(h, str) for h in self.heads):
+            problems.append(f"heads must be a list of names, got {self.heads!r}")
+        elif (
+            not isinstance(self.head_weights, list)
+            or len(self.head_weights) != len(self.heads)
+            or not all(_is_number(w) and math.isfinite(w) for w in self.head_weights)
+        ):
+            problems.append(
+                f"head_weights must be one finite number per head ({len(self.heads)}), "
+                f"got {self.head_weights!r}"
+            )
         if problems:
             raise ManifestError("; ".join(problems))
 
@@ -124,7 +140,7 @@ class Manifest:
             return None
         if not self.chat_template:
             raise ManifestError('template is "chat" but the manifest holds no chat_template')
-        return ChatTemplate(self.chat_template, self.special_tokens)
+        return ChatTemplate(self.chat_template, self.special_tokens, append_eos=self.append_eos)
 
     @property
     def input_names(self) -> list[str]:

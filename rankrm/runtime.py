@@ -159,20 +159,32 @@ class OnnxRewardModel:
         answers = [normalise_message(c[-1])["content"] for c in conversations]
         return encode_pairs(self.tokenizer, None, prompts, answers)
 
-    def run(self, batch: Batch) -> np.ndarray:
-        """Raw rewards ``(N,)`` float32 of one padded batch."""
+    @property
+    def heads(self) -> list[str]:
+        """The names of a multi-output head's outputs (empty for a one-output model)."""
+        return self.manifest.heads if self.manifest is not None else []
+
+    def run(self, batch: Batch, *, with_heads: bool = False) -> np.ndarray:
+        """Raw rewards ``(N,)`` float32 of one padded batch; ``with_heads`` (a model with a
+        multi-output head): ``(N, 1 + H)``, the reward then each output."""
         arrays = {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
             "token_type_ids": batch.token_type_ids,
         }
         feed = {name: arrays[name] for name in self.input_names}
-        (rewards,) = self.session.run(None, feed)
+        if with_heads and self.heads:
+            rewards, heads = self.session.run(["reward", "heads"], feed)
+            columns = [np.asarray(rewards).reshape(-1, 1), np.asarray(heads)]
+            return np.concatenate(columns, axis=1).astype(np.float32)
+        (rewards,) = self.session.run(["reward"], feed)
         return np.asarray(rewards, dtype=np.float32).reshape(-1)
 
-    def run_encodings(self, encodings: Sequence[Tokens | Encoding]) -> np.ndarray:
-        """Raw rewards of already-encoded inputs, padded together as one batch."""
-        return self.run(pad_batch(encodings, self.pad_token_id))
+    def run_encodings(
+        self, encodings: Sequence[Tokens | Encoding], *, with_heads: bool = False
+    ) -> np.ndarray:
+        """Raw rewards of already-encoded inputs, padded together as one batch (see run)."""
+        return self.run(pad_batch(encodings, self.pad_token_id), with_heads=with_heads)
 
     def raw_scores(
         self, prompts: Sequence[str | None], responses: Sequence[str], batch_size: int = 32

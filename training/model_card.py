@@ -99,14 +99,16 @@ def write_model_card(folder: Path, manifest: Manifest, run: dict[str, Any], conf
         *_metrics_table(manifest.evaluation),
     ]
     if q.get("scheme") != "none":
+        kind = "fp16" if q.get("dtype") == "float16" else "int8"
         lines += [
             "## Quantisation against fp32",
             "",
             f"Held-out: {q['held_out']}. Speed-up {q['speedup']:.2f}x "
-            f"({q['texts_per_s_fp32']:.0f} -> {q['texts_per_s_int8']:.0f} texts/s at batch 32); "
+            f"({q['texts_per_s_fp32']:.0f} -> {q[f'texts_per_s_{kind}']:.0f} texts/s at batch 32"
+            f"{', on ' + q['measured_on'] if 'measured_on' in q else ''}); "
             f"reward change max {q['max_change_in_std']:.3f} / mean {q['mean_change_in_std']:.4f} "
             f"reward std; Spearman {q['spearman']:.5f}; pairwise accuracy "
-            f"{q['pairwise_accuracy_fp32']:.4f} -> {q['pairwise_accuracy_int8']:.4f}; "
+            f"{q['pairwise_accuracy_fp32']:.4f} -> {q[f'pairwise_accuracy_{kind}']:.4f}; "
             f"batch invariance {q['batch_invariance_max_abs']:.2e} "
             f"({'meets' if q['meets_bars'] else 'MISSES'} the bars).",
             "",

@@ -2,8 +2,10 @@
 
 The graph takes ``input_ids`` and ``attention_mask`` (plus ``token_type_ids`` only if the
 model uses them), with dynamic batch and sequence axes, and returns ``reward`` of shape
-``(batch,)``. The legacy TorchScript exporter with eager attention is used: it fuses fully
-under onnxruntime's BERT optimizer (DESIGN.md).
+``(batch,)``; a model with a multi-output head also returns ``heads`` of shape
+``(batch, outputs)``, every output of which ``reward`` is the weighted sum. The legacy
+TorchScript exporter with eager attention is used: it fuses fully under onnxruntime's BERT
+optimizer.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import torch
 from transformers import PreTrainedModel
 
 from training.model import RewardModel, uses_token_types
+from training.onnx_files import consolidate, needs_external
 
 OPSET = 17
 OUTPUT_NAME = "reward"
+HEADS_NAME = "heads"
 # Encoder families whose graphs onnxruntime's transformer optimizer knows how to fuse.
 OPTIMIZABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert"}
 
@@ -37,12 +41,16 @@ class _RewardOutput(torch.nn.Module):
         input_ids: torch.Tensor,  # (N, T)
         attention_mask: torch.Tensor,  # (N, T)
         token_type_ids: torch.Tensor | None = None,  # (N, T)
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.token_types:
             assert token_type_ids is not None
             inputs["token_type_ids"] = token_type_ids
-        return self.rm.rewards(inputs)  # (N,)
+        if not self.rm.heads:
+            return self.rm.rewards(inputs)  # (N,)
+        outputs = self.rm.outputs(inputs)  # (N, H)
+        weights = torch.tensor(self.rm.head_weights, dtype=outputs.dtype)  # (H,)
+        return outputs @ weights, outputs
 
 
 def input_names(model: PreTrainedModel) -> list[str]:
@@ -62,6 +70,9 @@ def export_onnx(rm: RewardModel, path: Path) -> list[str]:
     args = tuple(batch[name] for name in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes[OUTPUT_NAME] = {0: "batch"}
+    outputs = [OUTPUT_NAME, HEADS_NAME] if rm.heads else [OUTPUT_NAME]
+    if rm.heads:
+        axes[HEADS_NAME] = {0: "batch"}
     with warnings.catch_warnings():
         # The TorchScript exporter narrates its tracing (TracerWarning etc.): not our errors.
         warnings.simplefilter("ignore")
@@ -70,11 +81,12 @@ def export_onnx(rm: RewardModel, path: Path) -> list[str]:
             args,
             str(path),
             input_names=names,
-            output_names=[OUTPUT_NAME],
+            output_names=outputs,
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )
+    consolidate(path)  # over 2 GiB, torch writes one file per tensor: gather them
     return names
 
 
@@ -94,5 +106,5 @@ def optimize_onnx(src: Path, dst: Path, model: PreTrainedModel) -> bool:
         num_heads=model.config.num_attention_heads,
         hidden_size=model.config.hidden_size,
     )
-    optimized.save_model_to_file(str(dst))
+    optimized.save_model_to_file(str(dst), use_external_data_format=needs_external(optimized.model))
     return True

@@ -141,3 +141,17 @@ def _quantized_lookup(
         helper.make_node("Gather", [f"{prefix}_table_scale", ids], [f"{prefix}_row_scale"], axis=0),
         helper.make_node("Mul", [f"{prefix}_rows", f"{prefix}_row_scale"], [node.output[0]]),
     ]
+
+
+HALF_SCHEME = "fp16-io-fp32"
+
+
+def half_precision(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with float16 weights and arithmetic, for GPUs (onnxruntime's converter);
+    inputs and the reward output keep their types, so callers see no difference. Operators
+    that must stay float32 for range (e.g. the softmax's reductions) are kept by the
+    converter's own block list."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half: onnx.ModelProto = convert_float_to_float16(model, keep_io_types=True)
+    return half

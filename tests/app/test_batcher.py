@@ -20,6 +20,7 @@ from app.metrics import Metrics
 class CountingEngine:
     name = "fake"
     max_length = 512
+    heads: list[str] = []  # noqa: RUF012 (read only)
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []

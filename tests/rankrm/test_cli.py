@@ -158,3 +158,37 @@ def test_serve_help_covers_every_setting() -> None:
     assert missing == []
     undocumented = [n for n in names if f"env RANKRM_{n.upper()}" not in result.output]
     assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        (["helpful"], "'helpful' is not NAME=WEIGHT"),
+        (["helpful=lots"], "'helpful=lots' is not NAME=WEIGHT"),
+        (["=1"], "'=1' is not NAME=WEIGHT"),
+        (["a=1", "b=nan"], "--head-weight #2"),
+    ],
+)
+def test_export_head_weights_must_be_name_equals_number(
+    tmp_path: Path, given: list[str], problem: str
+) -> None:
+    args = ["export", str(tmp_path), "--out", str(tmp_path / "m")]
+    for item in given:
+        args += ["--head-weight", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert problem in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_export_head_weights_of_a_one_output_model_are_refused(
+    tmp_path: Path, tiny_backbone: Path
+) -> None:
+    from tests.training.test_export import checkpoint_of, texts_file
+
+    ckpt = checkpoint_of(tiny_backbone, tmp_path / "ckpt")
+    ref = str(texts_file(tmp_path / "r.jsonl"))
+    args = ["export", str(ckpt), "--out", str(tmp_path / "m"), "--reference", ref]
+    result = runner.invoke(app, [*args, "--head-weight", "helpful=1"])
+    assert result.exit_code == 2
+    assert "head weights given, but the model has one output" in result.output

@@ -41,11 +41,13 @@ def checkpoint_of(backbone: Path, out: Path) -> Path:
 
 
 def architectures(tmp: Path) -> dict[str, Path]:
-    """Tiny random-initialised RoBERTa, DeBERTa-v2 and Llama sharing the tiny tokenizer."""
+    """Tiny random-initialised RoBERTa, DeBERTa-v2, ModernBERT and Llama sharing the tiny
+    tokenizer."""
     from transformers import (
         AutoModelForSequenceClassification,
         DebertaV2Config,
         LlamaConfig,
+        ModernBertConfig,
         RobertaConfig,
     )
 
@@ -66,6 +68,16 @@ def architectures(tmp: Path) -> dict[str, Path]:
             **small, type_vocab_size=0, relative_attention=True, pos_att_type=["p2c", "c2p"]
         ),
         "llama": LlamaConfig(**small, num_key_value_heads=2),
+        # Its second layer attends through a 16-token sliding window: the texts are longer.
+        "modernbert": ModernBertConfig(
+            **small,
+            local_attention=16,
+            layer_types=["full_attention", "sliding_attention"],
+            bos_token_id=1,
+            cls_token_id=1,
+            eos_token_id=1,
+            sep_token_id=1,
+        ),
     }
     folders = {"bert": bert}
     for name, cfg in configs.items():
@@ -83,7 +95,7 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return architectures(tmp_path_factory.mktemp("families"))
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2", "llama"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2", "modernbert", "llama"])
 def test_each_family_exports_and_matches_torch(
     families: dict[str, Path], family: str, tmp_path: Path
 ) -> None:
@@ -221,3 +233,55 @@ def test_checkpoint_without_run_needs_a_reference(
 ) -> None:
     with pytest.raises(ExportError, match="pass --reference"):
         export_model(ExportConfig(families["bert"], tmp_path / "m"))
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_a_model_too_big_for_one_protobuf_keeps_its_weights_in_one_data_file(
+    families: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize: str
+) -> None:
+    """Over 2 GiB an ONNX model cannot be one protobuf: its weights go to model.onnx.data
+    (checksummed, loaded from beside the graph). The limit is lowered here so a tiny model
+    takes that path; torch's own one-file-per-tensor output is gathered the same way."""
+    import training.onnx_files as onnx_files
+    from training.onnx_files import external_files
+
+    monkeypatch.setattr(onnx_files, "EXTERNAL_OVER", 1024)
+    data = texts_file(tmp_path / "ref.jsonl")
+    small = tmp_path / "small"
+    export_model(ExportConfig(families["llama"], small, reference=data))
+    out = tmp_path / "model"
+    config = ExportConfig(families["llama"], out, quantize, reference=data, eval_file=data)  # type: ignore[arg-type]
+    export_model(config)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json",
+    ]  # fmt: skip
+    manifest = load_manifest(out)  # both checksums verified
+    assert sorted(manifest.files) == ["model.onnx", "model.onnx.data", "tokenizer.json"]
+    assert external_files(out / "model.onnx") == [out / "model.onnx.data"]
+    if quantize == "none":  # the same model as the one-file export, to the last bit
+        texts = ["a short text", "a somewhat longer response text, with more words"]
+        split = OnnxRewardModel.load(out).raw_scores([None, None], texts)
+        whole = OnnxRewardModel.load(small).raw_scores([None, None], texts)
+        np.testing.assert_array_equal(split, whole)
+
+
+def test_torchs_per_tensor_files_are_gathered_into_one(tmp_path: Path) -> None:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from training.onnx_files import consolidate
+
+    weights = [numpy_helper.from_array(np.full((64,), i, np.float32), f"w{i}") for i in range(3)]
+    graph = helper.make_graph(
+        [helper.make_node("Sum", ["x", "w0", "w1", "w2"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64])], weights,
+    )  # fmt: skip
+    path = tmp_path / "raw.onnx"
+    onnx.save_model(helper.make_model(graph), str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)  # fmt: skip
+    assert len(list(tmp_path.iterdir())) == 4  # the graph and a file per tensor
+    assert consolidate(path) == [path]  # small: back in one file
+    assert [p.name for p in tmp_path.iterdir()] == ["raw.onnx"]
+    loaded = onnx.load(str(path))
+    assert [float(numpy_helper.to_array(w)[0]) for w in loaded.graph.initializer] == [0, 1, 2]

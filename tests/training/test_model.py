@@ -122,3 +122,51 @@ def test_checkpoint_swap_keeps_a_complete_copy(tiny_backbone: Path, tmp_path: Pa
 def test_not_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         load_reward_model(tmp_path)
+
+
+def test_head_weights_name_the_outputs(tmp_path: Path) -> None:
+    from training.model import weights_of
+
+    labels = ["helpful", "harmless"]
+    assert weights_of(tmp_path, labels, None) == (0.5, 0.5)
+    assert weights_of(tmp_path, labels, {"harmless": 2.0}) == (0.0, 2.0)
+    with pytest.raises(ValueError, match="no output named 'kind'; its outputs are helpful"):
+        weights_of(tmp_path, labels, {"kind": 1.0})
+    with pytest.raises(ValueError, match="the model has one output"):
+        weights_of(tmp_path, [], {"helpful": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("config", "labels"),
+    [
+        ({"architectures": ["BertModel"], "id2label": {"0": "a", "1": "b"}}, []),  # backbone
+        ({"architectures": ["LlamaForSequenceClassification"], "id2label": {"0": "a"}}, []),
+        (
+            {"architectures": ["LlamaForSequenceClassification"], "id2label": {"1": "b", "0": "a"}},
+            ["a", "b"],
+        ),
+    ],
+)
+def test_head_labels_are_read_from_a_classifiers_config(
+    tmp_path: Path, config: dict[str, Any], labels: list[str]
+) -> None:
+    from training.model import head_labels
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert head_labels(tmp_path) == labels
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [({"mean": 0.1, "std": 0}, "std > 0"), ({"mean": "x", "std": 1}, "mean='x'")],
+)
+def test_openrlhf_statistics_must_be_numbers(
+    tmp_path: Path, extra: dict[str, Any], problem: str
+) -> None:
+    from training.model import OpenRLHFHead
+
+    (tmp_path / "config.json").write_text(json.dumps({"value_head_prefix": "score", **extra}))
+    with pytest.raises(ValueError, match=problem):
+        OpenRLHFHead.of(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"value_head_prefix": "score"}))
+    assert OpenRLHFHead.of(tmp_path) == OpenRLHFHead("score", None)
