@@ -12,8 +12,9 @@ batches bounded by a size, a token budget that counts padding, and a short wait.
   pays for the extra calls (:mod:`app.grouping`).
 * Texts whose request is gone (client disconnected, timed out) are dropped before they
   cost compute; results are never set on a future that was cancelled.
-* The model runs in a worker thread, off the event loop. A failing batch fails its own
-  texts only; the loop keeps serving.
+* The model runs in worker threads, off the event loop: ``model_workers`` batches at once
+  (each its own thread on the one session), so the next batch forms while one runs. A
+  failing batch fails its own texts only; the loop keeps serving.
 """
 
 from __future__ import annotations
@@ -80,26 +81,30 @@ class Batcher:
         self.metrics = metrics
         self._pending: list[_Item] = []
         self._arrival = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._executor = background_executor(settings.background_nice, 1, "rankrm-model")
+        self.workers = settings.workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = background_executor(settings.background_nice, self.workers, "rankrm-model")
         self._recent_batch_s = 0.05  # for Retry-After estimates
         self._queued_tokens = 0  # tokens of the texts in _pending
         # Model seconds per padded token, measured on large batches (moving average); until
         # one has run, only the count of queued texts bounds the queue.
         self._s_per_token = 0.0
-        self._busy = False  # a batch is in the model
+        self._busy = 0  # batches in the model
         self._closing = False
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Start the worker task (on the running loop)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        """Start the worker tasks (on the running loop)."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._loop(), name=f"batcher-{k}") for k in range(self.workers)
+            ]
 
     @property
     def running(self) -> bool:
-        """Whether the worker is alive."""
-        return self._task is not None and not self._task.done()
+        """Whether the workers are alive."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def stop(self, drain_s: float = 30.0) -> None:
         """Refuse new texts, score those in hand (up to ``drain_s``), then stop the worker."""
@@ -107,11 +112,11 @@ class Batcher:
         deadline = time.monotonic() + drain_s
         while (self._pending or self._busy) and self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         for item in self._pending:
             if not item.future.done():
                 item.future.set_exception(ServiceError(ErrorKind.NOT_READY, "shutting down"))
@@ -126,8 +131,9 @@ class Batcher:
         return len(self._pending)
 
     def expected_wait_s(self, extra_tokens: int = 0) -> float:
-        """How long the queue (plus ``extra_tokens``) takes the model, at its measured speed."""
-        return (self._queued_tokens + extra_tokens) * self._s_per_token
+        """How long the queue (plus ``extra_tokens``) takes the model, at its measured speed
+        (per worker; the workers run batches side by side)."""
+        return (self._queued_tokens + extra_tokens) * self._s_per_token / self.workers
 
     def refusal(self, texts: int = 0, tokens: int = 0) -> ServiceError | None:
         """Why ``texts`` more texts (``tokens`` in all) cannot be queued now, or None.
@@ -177,7 +183,7 @@ class Batcher:
             if not batch:
                 continue
             started = time.monotonic()
-            self._busy = True
+            self._busy += 1
             try:
                 calls = plan_calls([item.tokens for item in batch], self.split_overhead_tokens)
                 raw = await loop.run_in_executor(self._executor, self._run, batch, calls)
@@ -190,7 +196,7 @@ class Batcher:
                         item.future.set_exception(error)
                 continue
             finally:
-                self._busy = False
+                self._busy -= 1
             finished = time.monotonic()
             self._record(batch, calls, started, finished)
             for item, (value, heads) in zip(batch, raw, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,7 +22,21 @@ class Settings(BaseSettings):
     provider: Literal["cpu", "cuda"] = Field(
         "cpu", description="onnxruntime execution provider (cuda needs onnxruntime-gpu)."
     )
-    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="onnxruntime intra-op threads per batch (default: the cores, shared out "
+        "among model_workers).",
+    )
+    model_workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Batches in the model at once, each run by its own thread on the one "
+        "onnxruntime session (shared, not copied): with 2, one batch forms while the other "
+        "runs, and each gets half the cores. Default: 2 (1 on a one-core machine); "
+        "measured in docs/benchmarks.md.",
+    )
     verify_checksums: bool = Field(True, description="Check the model files' sha256 at start.")
     spin: bool = Field(
         False,
@@ -123,6 +138,13 @@ class Settings(BaseSettings):
         "about 5 % of the event loop per request; Prometheus /metrics is always on).",
     )
 
+    @property
+    def workers(self) -> int:
+        """``model_workers``, or its default for this machine."""
+        if self.model_workers is not None:
+            return self.model_workers
+        return 2 if (os.cpu_count() or 1) >= 2 else 1
+
     def head_limits(self) -> HeadLimits:
         """What a connection may send before its body (``app.connection``)."""
         return HeadLimits(self.max_header_bytes, self.max_header_count, self.header_timeout_s)
@@ -141,12 +163,27 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if any(len(key.get_secret_value()) < 8 for key in self.api_keys):
-            raise ValueError("API keys must be at least 8 characters long")
+        short = [i for i, key in enumerate(self.api_keys) if len(key.get_secret_value()) < 8]
+        if short:
+            lengths = ", ".join(
+                f"key {i + 1}: {len(self.api_keys[i].get_secret_value())}" for i in short
+            )
+            raise ValueError(
+                f"API keys must be at least 8 characters long ({lengths}); use longer keys, "
+                "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+            )
         if self.max_batch_tokens < self.max_batch_size:
-            raise ValueError("max_batch_tokens must be at least max_batch_size")
+            raise ValueError(
+                f"max_batch_tokens ({self.max_batch_tokens}) must be at least max_batch_size "
+                f"({self.max_batch_size}); raise max_batch_tokens to {self.max_batch_size} or "
+                "more, or lower max_batch_size"
+            )
         if self.max_queue < self.max_items:
-            raise ValueError("max_queue must hold at least one full request (max_items texts)")
+            raise ValueError(
+                f"max_queue ({self.max_queue}) must hold at least one full request of "
+                f"max_items ({self.max_items}) texts; set max_queue to {self.max_items} or "
+                "more (--max-queue), or lower max_items"
+            )
         if self.max_inflight_bytes < self.max_body_bytes:
             raise ValueError(
                 f"max_inflight_bytes ({self.max_inflight_bytes}) must hold at least one "

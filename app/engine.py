@@ -6,6 +6,7 @@ production one (onnxruntime), tests may hand in another.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -92,7 +93,7 @@ class OnnxEngine:
                 )
         model = OnnxRewardModel.load(
             settings.model_dir,
-            threads=settings.threads,
+            threads=settings.threads or _threads_per_worker(settings.workers),
             providers=[provider],
             verify=settings.verify_checksums,
             spin=settings.spin,
@@ -158,6 +159,14 @@ class OnnxEngine:
         manifest["normalization"] = self.manifest.normalization.__dict__
         manifest["providers"] = self.model.session.get_providers()
         return manifest
+
+
+def _threads_per_worker(workers: int) -> int | None:
+    """The cores shared out among ``workers`` concurrent batches (None: onnxruntime's own
+    choice, all cores, for one)."""
+    if workers == 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _timed(call: Callable[[], object]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,6 +79,23 @@ class RequestMetrics:
 _KNOWN = {"/score", "/compare", "/rank", "/get_reward", "/info", *_OPEN}
 
 
+def describe(settings: Settings, engine: Engine) -> str:
+    """One line on what is served: the model, its folder, and how it runs."""
+    info = engine.info()
+    norm = info.get("normalization") or {}
+    quantization = info.get("quantization") or {}
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
+    return (
+        f"serving model {engine.name!r} from {settings.model_dir.resolve()}: "
+        f"max length {engine.max_length} tokens, input {info.get('template', 'pair')}, "
+        f"weights {quantization.get('dtype', '?')} ({quantization.get('scheme', '?')}), "
+        f"reward = (raw - {norm.get('offset', 0.0):.4g}) / {norm.get('scale', 1.0):.4g}"
+        + (f", heads {', '.join(engine.heads)}" if engine.heads else "")
+        + f"; {settings.provider} provider {', '.join(info.get('providers', []))}, "
+        f"{settings.workers} model worker(s) x {threads} thread(s)"
+    )
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The service. ``engine`` defaults to the ONNX model in ``settings.model_dir``."""
     settings = settings or Settings()
@@ -87,6 +105,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             overhead = engine.call_overhead_tokens()
             log.info("one model call costs about %.1f padded tokens (measured)", overhead)
             settings = settings.model_copy(update={"split_overhead_tokens": overhead})
+    log.info("%s", describe(settings, engine))
     metrics = Metrics.create()
     state = ServiceState(settings, engine, Batcher(engine, settings, metrics), metrics)
 

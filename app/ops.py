@@ -42,6 +42,7 @@ async def info(request: Request) -> dict[str, Any]:
         "max_batch_size": s.max_batch_size,
         "max_batch_tokens": s.max_batch_tokens,
         "max_wait_ms": s.max_wait_ms,
+        "model_workers": s.workers,
         "split_overhead_tokens": s.split_overhead_tokens,
         "max_queue": s.max_queue,
         "max_queue_wait_s": s.queue_wait_limit_s,

@@ -1,5 +1,6 @@
 """One command, one model file, one machine: onnxruntime's raw limit, this service under
-load from a separate process, and a naive torch server without batching.
+load from a separate process, a plain FastAPI + onnxruntime server without batching (the
+peer a user would write first), and a naive torch server.
 
     .venv/bin/python bench/serve_bench.py --model models/default \\
         --checkpoint runs/default-sst5/best --results docs/benchmarks.json
@@ -7,9 +8,9 @@ load from a separate process, and a naive torch server without batching.
 Load comes from wrk when installed (apt-get install wrk: a C client that leaves the CPU
 to the servers), else from httpx in this process. Workloads: short (about 32 tokens),
 long (about 128) and mixed texts from SST-5 (or synthetic sentences without
-../shared/data). Scenarios: many concurrent one-text requests
-(how OpenRLHF calls), requests of 64 texts, and sequential one-text requests on an idle
-service (latency). Prints throughput (texts/s) and p50/p95/p99 latency, writes the table
+../shared/data). Scenarios: many concurrent one-text requests (64 connections, how
+OpenRLHF calls), requests of 64 texts, and sequential one-text requests on an idle service
+(latency). Prints throughput (texts/s) and p50/p95/p99 latency, writes the table
 and a PNG chart.
 """
 
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import json
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -188,12 +190,17 @@ def measure(
     return result
 
 
+CLIENTS = 64
+ONE_TEXT = f"1 text x {CLIENTS} clients"
+MANY_TEXTS = "64 texts x 4 clients"
+
+
 def under_load(system: str, url: str, texts: dict[str, list[str]], seconds: float) -> list[Result]:
-    """Each workload as 32 clients sending one text, and 4 clients sending 64 texts."""
+    """Each workload as 64 clients sending one text, and 4 clients sending 64 texts."""
     results = []
     for name, items in texts.items():
-        results.append(measure(system, url, name, items, "1 text x 32 clients", 1, 32, seconds))
-        results.append(measure(system, url, name, items, "64 texts x 4 clients", 64, 4, seconds))
+        results.append(measure(system, url, name, items, ONE_TEXT, 1, CLIENTS, seconds))
+        results.append(measure(system, url, name, items, MANY_TEXTS, 64, 4, seconds))
     return results
 
 
@@ -204,6 +211,7 @@ def free_port() -> int:
 
 
 def start(command: list[str], url: str) -> subprocess.Popen[bytes]:
+    """Start a server and wait until its /health answers."""
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -225,10 +233,12 @@ def chart(results: list[Result], raw: dict[str, float], path: Path) -> None:
     names = list(raw)
     groups = [("raw onnxruntime", [raw[n] for n in names])]
     for system, scenario in (
-        ("service", "1 text x 32 clients"),
-        ("naive", "1 text x 32 clients"),
-        ("service", "64 texts x 4 clients"),
-        ("naive", "64 texts x 4 clients"),
+        ("service", ONE_TEXT),
+        ("plain", ONE_TEXT),
+        ("naive", ONE_TEXT),
+        ("service", MANY_TEXTS),
+        ("plain", MANY_TEXTS),
+        ("naive", MANY_TEXTS),
     ):
         values = [
             next(
@@ -254,12 +264,25 @@ def chart(results: list[Result], raw: dict[str, float], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def find(results: list[Result], system: str, workload: str, scenario: str) -> Result | None:
+    return next(
+        (r for r in results if (r.system, r.workload, r.scenario) == (system, workload, scenario)),
+        None,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
     parser.add_argument("--checkpoint", type=Path, help="HF checkpoint for the naive server")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--results", type=Path, help="write the table (JSON) and a PNG chart here")
+    parser.add_argument(
+        "--service-args", default="", help="extra `rankrm serve` flags, e.g. '--model-workers 2'"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one-text load only (for A/B runs of settings)"
+    )
     args = parser.parse_args()
 
     model = OnnxRewardModel.load(args.model)
@@ -278,64 +301,53 @@ def main() -> None:
     batch1 = batch1_latency_ms(model, texts["short"])
 
     results: list[Result] = []
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    service = start(
-        [
-            sys.executable,
-            "-m",
-            "rankrm",
-            "serve",
-            "--model-dir",
-            str(args.model),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        url,
-    )
-    # This machine's speed drifts by tens of percent over minutes (shared cores), so each
-    # service/raw ratio divides by onnxruntime measured right before and right after that
-    # service run, at the best batch size found above (the service idles meanwhile).
+    urls = {system: f"http://127.0.0.1:{free_port()}" for system in ("service", "plain")}
+    port = {system: url.rsplit(":", 1)[1] for system, url in urls.items()}
+    serve = [sys.executable, "-m", "rankrm", "serve", "--model-dir", str(args.model)]
+    serve += ["--port", port["service"], "--log-level", "warning", *shlex.split(args.service_args)]
+    plain = [sys.executable, str(ROOT / "bench" / "plain_server.py"), str(args.model)]
+    servers = [start(serve, urls["service"]), start([*plain, port["plain"]], urls["plain"])]
+    # This machine's speed drifts by tens of percent over minutes (shared cores), so for
+    # each workload the systems are measured back to back: onnxruntime alone, the service,
+    # the plain server, the service's scenario of many texts, onnxruntime alone again; the
+    # service/raw ratio divides by the mean of the two raw figures around it.
     around: dict[str, float] = {}
     try:
-        idle = measure(
-            "service", url, "short", texts["short"], "idle, 1 client", 1, 1, args.seconds
-        )
+        idle = measure("service", urls["service"], "short", texts["short"], "idle, 1 client",
+                       1, 1, args.seconds)  # fmt: skip
         results.append(idle)
         for name, items in texts.items():
             encodings = by_length(model, items)
             before = raw_rate(model, encodings, raw_best[name], args.seconds / 2)
-            results.append(
-                measure("service", url, name, items, "1 text x 32 clients", 1, 32, args.seconds)
-            )
+            for system in ("service", "plain"):
+                results.append(
+                    measure(system, urls[system], name, items, ONE_TEXT, 1, CLIENTS, args.seconds)
+                )
+            if not args.quick:
+                for system in ("service", "plain"):
+                    results.append(
+                        measure(system, urls[system], name, items, MANY_TEXTS, 64, 4, args.seconds)
+                    )
             after = raw_rate(model, encodings, raw_best[name], args.seconds / 2)
             around[name] = (before + after) / 2
             print(
-                f"| onnxruntime alone | {name} | batch {raw_best[name]}, around the run above "
+                f"| onnxruntime alone | {name} | batch {raw_best[name]}, around the runs above "
                 f"| {around[name]:.0f} | - | - | - |",
                 flush=True,
             )
-            results.append(
-                measure("service", url, name, items, "64 texts x 4 clients", 64, 4, args.seconds)
-            )
     finally:
-        service.terminate()
-        service.wait()
+        for server in servers:
+            server.terminate()
+            server.wait()
     del model
-    if args.checkpoint is not None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+    if args.checkpoint is not None and not args.quick:
+        port_naive = free_port()
+        url = f"http://127.0.0.1:{port_naive}"
         naive = start(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "naive_server.py"),
-                str(args.checkpoint),
-                str(port),
-            ],
+            [sys.executable, str(ROOT / "bench" / "naive_server.py"), str(args.checkpoint),
+             str(port_naive)],
             url,
-        )
+        )  # fmt: skip
         try:
             results += under_load("naive", url, texts, args.seconds)
         finally:
@@ -348,23 +360,18 @@ def main() -> None:
         f"(+{idle.p50_ms - batch1:.2f} ms)"
     ]
     for name in texts:
-        one = next(
-            r
-            for r in results
-            if (r.system, r.workload, r.scenario) == ("service", name, "1 text x 32 clients")
-        )
+        one = find(results, "service", name, ONE_TEXT)
+        peer = find(results, "plain", name, ONE_TEXT)
+        assert one is not None and peer is not None
         line = (
             f"- {name}: service/raw {one.texts_per_s / around[name]:.2f} (raw measured around"
-            f" the run; {one.texts_per_s / raw[name]:.2f} against the first raw figure)"
+            f" the runs; {one.texts_per_s / raw[name]:.2f} against the first raw figure), "
+            f"service/plain {one.texts_per_s / peer.texts_per_s:.2f}x"
         )
-        naive_one = [
-            r
-            for r in results
-            if (r.system, r.workload, r.scenario) == ("naive", name, "1 text x 32 clients")
-        ]
-        if naive_one:
-            line += f", service/naive {one.texts_per_s / naive_one[0].texts_per_s:.2f}x"
-        summary.append(line + " (concurrent one-text requests)")
+        naive_one = find(results, "naive", name, ONE_TEXT)
+        if naive_one is not None:
+            line += f", service/naive {one.texts_per_s / naive_one.texts_per_s:.2f}x"
+        summary.append(line + f" ({ONE_TEXT})")
     print("\n".join(summary))
     if args.results is not None:
         table = [
@@ -377,12 +384,13 @@ def main() -> None:
         ]
         table += [r.row() for r in results]
         table += [
-            f"| onnxruntime alone | {n} | batch {raw_best[n]}, around the service's one-text "
-            f"run | {around[n]:.0f} | - | - | - |"
+            f"| onnxruntime alone | {n} | batch {raw_best[n]}, around the runs | {around[n]:.0f} "
+            "| - | - | - |"
             for n in texts
         ]
-        args.results.write_text(json.dumps({"table": table, "summary": summary}, indent=1) + "\n")
-        chart(results, raw, args.results.with_suffix(".png"))
+        report = {"table": table, "summary": summary, "service_args": args.service_args}
+        args.results.write_text(json.dumps(report, indent=1) + "\n")
+        chart(results, around, args.results.with_suffix(".png"))
 
 
 if __name__ == "__main__":

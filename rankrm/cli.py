@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -110,6 +111,13 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def _with_skip_hint(exc: Exception, skip_bad: bool | None) -> str:
+    """A data error, with the way past it when records were read strictly."""
+    if skip_bad or str(exc).endswith("no such file"):
+        return str(exc)
+    return f"{exc} (pass --skip-bad to skip such records; they are counted and reported)"
 
 
 def _fail(message: str) -> None:
@@ -308,9 +316,13 @@ def train(
             eval_batch_size=eval_batch_size,
             resume=resume,
             progress=progress,
+            command=shlex.join(["rankrm", *sys.argv[1:]]),
         )
         result = run(config)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except DataError as exc:
+        _fail(_with_skip_hint(exc, skip_bad))
+        return
+    except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
     summary = {
@@ -416,6 +428,26 @@ def export(
     format: Annotated[
         Format | None, typer.Option(help="Layout of the data files. Default: the run's.")
     ] = None,
+    has_prompt: Annotated[
+        bool | None,
+        typer.Option(
+            "--has-prompt/--no-prompt",
+            help="tsv: the first column is the prompt. Default: the run's.",
+            show_default=False,
+        ),
+    ] = None,
+    list_size: Annotated[
+        int | None,
+        typer.Option(min=2, help="rated: texts per list. Default: the run's.", show_default=False),
+    ] = None,
+    skip_bad: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-bad/--strict",
+            help="Skip malformed records (reported) instead of stopping. Default: the run's.",
+            show_default=False,
+        ),
+    ] = None,
     scale_rewards: Annotated[
         bool,
         typer.Option(help="Also divide rewards by their standard deviation on the reference set."),
@@ -470,6 +502,9 @@ def export(
         eval_file=eval_file,
         test_file=test_file,
         format=format.value if format else None,
+        has_prompt=has_prompt,
+        list_size=list_size,
+        skip_bad=skip_bad,
         scale_rewards=scale_rewards,
         optimize=optimize,
         force=force,
@@ -481,7 +516,10 @@ def export(
     )
     try:
         report = export_model(config)
-    except (DataError, ExportError, ExportCheckError, ValueError, FileNotFoundError) as exc:
+    except DataError as exc:
+        _fail(_with_skip_hint(exc, skip_bad))
+        return
+    except (ExportError, ExportCheckError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
     summary = {
@@ -657,6 +695,15 @@ def serve(
         int | None,
         typer.Option(
             help="onnxruntime intra-op threads (env RANKRM_THREADS; default all cores)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    model_workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Batches in the model at once, each on its own thread, sharing the one "
+            "session; cores are shared out among them (env RANKRM_MODEL_WORKERS; default 2, "
+            "1 on one core)",
             rich_help_panel=SERVE,
         ),
     ] = None,

@@ -78,6 +78,7 @@ class ExportConfig:
     format: DataFormat | None = None  # default: the run's
     has_prompt: bool | None = None
     list_size: int | None = None
+    skip_bad: bool | None = None  # default: the run's (skipped records are logged)
     scale_rewards: bool = False
     optimize: bool = True
     force: bool = False  # write an int8/fp16 model that misses the bars, flagged as such
@@ -126,16 +127,29 @@ class _Exporter:
 
     # ----------------------------------------------------------------- data
     def _lists(self, path: Path) -> list[RankingList]:
-        return load_lists(path, self._format(), **self._data_options()).lists
+        result = load_lists(path, self._format(), **self._data_options())
+        if result.skipped:
+            log.warning(
+                "%s: skipped %d malformed record(s), first: %s",
+                path, len(result.skipped), result.skipped[0],
+            )  # fmt: skip
+        return result.lists
 
     def _format(self) -> DataFormat:
         return self.config.format or self.run.get("format", "auto")
 
     def _data_options(self) -> dict[str, Any]:
+        """How the run read its data (its config.json), unless the export says otherwise."""
         c, run = self.config, self.run
         has_prompt = c.has_prompt if c.has_prompt is not None else run.get("has_prompt", False)
-        list_size = c.list_size or run.get("list_size", 5)
-        return {"has_prompt": has_prompt, "list_size": list_size, "seed": c.seed}
+        skip_bad = c.skip_bad if c.skip_bad is not None else run.get("skip_bad", False)
+        return {
+            "has_prompt": has_prompt,
+            "list_size": c.list_size or run.get("list_size", 5),
+            "lists_per_text": run.get("lists_per_text", 1),
+            "skip_bad": skip_bad,
+            "seed": c.seed,
+        }
 
     def _path(self, given: Path | None, key: str) -> Path | None:
         if given is not None:

@@ -364,7 +364,16 @@ def save_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         reward_model.model.save_pretrained(staging, safe_serialization=True)
-        reward_model.hf_tokenizer.save_pretrained(staging)
+        # Loaded the usual way (AutoTokenizer, then ``tok(prompt, response, truncation=True)``)
+        # the checkpoint must cut over-long inputs where rankrm cut them in training.
+        hf_tokenizer = reward_model.hf_tokenizer
+        for key, value in (
+            ("truncation_side", reward_model.spec.truncation_side),
+            ("model_max_length", reward_model.spec.max_length),
+        ):
+            setattr(hf_tokenizer, key, value)
+            hf_tokenizer.init_kwargs[key] = value  # what save_pretrained writes
+        hf_tokenizer.save_pretrained(staging)
         spec = {
             "max_length": reward_model.spec.max_length,
             "truncation_side": reward_model.spec.truncation_side,

@@ -24,14 +24,36 @@ _METRIC_NAMES = {
 }
 
 
+_LOSSES = {
+    "pairwise": "InstructGPT pairwise loss over all C(K,2) pairs of each list",
+    "listwise": "Plackett-Luce (ListMLE) likelihood of each list's whole order",
+    "article": "the article's -mean(sigmoid(r_i - r_j)) over all pairs of each list",
+}
+
+
+def _what(run: dict[str, Any]) -> str:
+    """The card's first sentence: how the model came to be."""
+    if not run:
+        return "A reward model from elsewhere, exported to ONNX by rankrm."
+    loss = str(run.get("loss", "pairwise"))
+    return (
+        f"A reward model trained by rankrm from ranking lists ({_LOSSES.get(loss, loss)}), "
+        "exported to ONNX."
+    )
+
+
 def _train_command(run: dict[str, Any]) -> str:
+    """The command that reproduces the run: as it was typed when the CLI started it, else
+    rebuilt from its configuration (every option that differs from the default)."""
     if not run:
         return "(the checkpoint has no run configuration next to it)"
+    if run.get("command"):
+        return str(run["command"])
     from training.config import TrainConfig
 
     defaults = TrainConfig(train_file=Path(run["train_file"]), out=Path(run["out"])).to_json()
-    skip = {"out", "train_file", "progress", "resume"}
-    args = [f"rankrm train {run['train_file']}"]
+    skip = {"out", "train_file", "progress", "resume", "command"}
+    args = [f"rankrm train {run['train_file']}", f"--out {run['out']}"]
     for key, value in run.items():
         if key in skip or value == defaults.get(key) or value is None or value is False:
             continue
@@ -73,8 +95,7 @@ def write_model_card(folder: Path, manifest: Manifest, run: dict[str, Any], conf
     lines = [
         f"# {manifest.name}",
         "",
-        "A reward model trained by rankrm from human ranking lists (InstructGPT pairwise "
-        "loss over all C(K,2) pairs of each list), exported to ONNX.",
+        _what(run),
         "",
         "## Model",
         "",

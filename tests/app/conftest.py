@@ -32,16 +32,26 @@ class ControlledEngine(OnnxEngine):
         self.poison: str | None = None
         self.batches: list[list[tuple[int, ...]]] = []
         self.started = threading.Event()
+        self.running = 0  # batches in run() now
+        self.most_running = 0  # ... at most, so far
+        self._count = threading.Lock()
 
     def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
-        self.batches.append([tuple(e.ids) for e in encodings])
-        self.started.set()
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        poison = self.model.tokenizer.token_to_id(self.poison) if self.poison else None
-        if poison is not None and any(poison in e.ids for e in encodings):
-            raise RuntimeError("poisoned batch")
-        return super().run(encodings)
+        with self._count:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            self.batches.append([tuple(e.ids) for e in encodings])
+            self.started.set()
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            poison = self.model.tokenizer.token_to_id(self.poison) if self.poison else None
+            if poison is not None and any(poison in e.ids for e in encodings):
+                raise RuntimeError("poisoned batch")
+            return super().run(encodings)
+        finally:
+            with self._count:
+                self.running -= 1
 
 
 @pytest.fixture
@@ -60,7 +70,11 @@ class Server:
 
 @contextmanager
 def running(engine: ControlledEngine, **settings: Any) -> Iterator[Server]:
-    """Serve ``engine`` with ``settings`` on a free loopback port until the block ends."""
+    """Serve ``engine`` with ``settings`` on a free loopback port until the block ends.
+
+    One model worker unless ``model_workers`` is given: tests of queueing then know what is
+    in the model and what waits (tests of several workers say so)."""
+    settings.setdefault("model_workers", 1)
     config = Settings(model_dir=Path("unused"), **settings)
     application = create_app(config, engine)
     server = HttpServer(

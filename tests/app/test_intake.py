@@ -179,12 +179,15 @@ def test_full_queue_refuses_before_reading_the_body(engine: ControlledEngine) ->
             thread.join()
 
 
-def test_queue_is_bounded_by_measured_model_time(engine: ControlledEngine) -> None:
-    batcher = Batcher(engine, Settings(model_dir="unused", max_queue_wait_s=2.0), Metrics.create())
-    batcher._task = type("Alive", (), {"done": lambda self: False})()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_queue_is_bounded_by_measured_model_time(engine: ControlledEngine, workers: int) -> None:
+    """At 1 ms per padded token a worker, the 2 s bound holds 2,000 tokens per worker."""
+    settings = Settings(model_dir="unused", max_queue_wait_s=2.0, model_workers=workers)
+    batcher = Batcher(engine, settings, Metrics.create())
+    batcher._tasks = [type("Alive", (), {"done": lambda self: False})()]
     batcher._s_per_token = 0.001  # as measured: 1 ms per padded token
-    assert batcher.refusal(texts=1, tokens=1500) is None
-    refused = batcher.refusal(texts=1, tokens=2500)
+    assert batcher.refusal(texts=1, tokens=1500 * workers) is None
+    refused = batcher.refusal(texts=1, tokens=2500 * workers)
     assert refused is not None
     assert "2.5s of work waiting, limit 2s" in refused.message
     assert refused.retry_after is not None and refused.retry_after >= 0.5

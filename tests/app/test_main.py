@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -256,12 +257,35 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"api_keys": "short"}, "at least 8 characters"),
-        ({"max_batch_tokens": 16, "max_batch_size": 32}, "max_batch_tokens"),
-        ({"max_queue": 10, "max_items": 20}, "max_queue"),
+        ({"api_keys": "short"}, r"at least 8 characters long \(key 1: 5\); use longer"),
+        (
+            {"max_batch_tokens": 16, "max_batch_size": 32},
+            r"max_batch_tokens \(16\) must be at least max_batch_size \(32\); raise",
+        ),
+        (
+            {"max_queue": 10, "max_items": 20},
+            r"max_queue \(10\) must hold .* max_items \(20\) texts; set max_queue to 20",
+        ),
         ({"port": 0}, "port"),
     ],
 )
 def test_unsafe_settings_are_refused(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings(**overrides)  # type: ignore[arg-type]
+
+
+def test_start_up_log_names_the_model_and_how_it_runs(
+    engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.main import create_app
+
+    settings = Settings(model_dir=Path("models/x"), model_workers=2, threads=1)
+    with caplog.at_level(logging.INFO, logger="rankrm.service"):
+        create_app(settings, engine)
+    line = next(r.getMessage() for r in caplog.records if "serving model" in r.getMessage())
+    manifest = engine.manifest
+    assert f"serving model {manifest.name!r} from {Path('models/x').resolve()}" in line
+    assert f"max length {manifest.max_length} tokens" in line
+    assert f"weights {manifest.quantization['dtype']}" in line
+    assert f"reward = (raw - {manifest.normalization.offset:.4g})" in line
+    assert "cpu provider CPUExecutionProvider, 2 model worker(s) x 1 thread(s)" in line

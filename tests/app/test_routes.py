@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rankrm.runtime import OnnxRewardModel
-from tests.app.conftest import Server
+from tests.app.conftest import ControlledEngine, Server, running
 
 TEXTS = [
     "good", "the movie was very good and the plot was great and the acting was nice",
@@ -75,6 +75,27 @@ def test_a_texts_reward_does_not_depend_on_its_batch(
         got = list(pool.map(one, texts))
     assert got == pytest.approx([alone(reference, t) for t in texts], abs=1e-5)
     assert max(len(b) for b in server.engine.batches) > 1, "requests should have been batched"
+
+
+def test_two_model_workers_run_batches_side_by_side_with_the_same_rewards(
+    engine: ControlledEngine, reference: OnnxRewardModel
+) -> None:
+    """model_workers=2: while one batch is in the model the next forms and runs on the
+    other thread (the one session shared); every reward is still the text's own."""
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(24)]
+    engine.delay_s = 0.05  # long enough for batches to overlap
+
+    def one(text: str) -> float:
+        answer = httpx.post(f"{s.url}/score", json={"texts": [text]}, timeout=30)
+        return float(answer.json()["rewards"][0])
+
+    with running(engine, model_workers=2, max_batch_size=4) as s:
+        with ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(one, texts))
+        health = httpx.get(f"{s.url}/ready").status_code
+    assert engine.most_running == 2
+    assert got == pytest.approx([alone(reference, t) for t in texts], abs=1e-5)
+    assert health == 200
 
 
 def test_compare_gives_both_rewards_and_a_probability(server: Server) -> None:

@@ -192,3 +192,31 @@ def test_export_head_weights_of_a_one_output_model_are_refused(
     result = runner.invoke(app, [*args, "--head-weight", "helpful=1"])
     assert result.exit_code == 2
     assert "head weights given, but the model has one output" in result.output
+
+
+def test_serve_refuses_inconsistent_limits_naming_values_and_fix() -> None:
+    result = runner.invoke(app, ["serve", "--max-items", "100000", "--max-queue", "4096"])
+    assert result.exit_code == 2
+    assert "max_queue (4096) must hold at least one full request of max_items (100000)" in (
+        " ".join(result.output.split())
+    )
+    assert "set max_queue to 100000 or more (--max-queue)" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "/nonexistent", "--out", "/nonexistent-out"],
+        ["train", "/nonexistent.tsv", "--out", "/nonexistent-out"],
+        ["serve", "--max-items", "100000", "--max-queue", "4096"],
+    ],
+    ids=["export", "train", "serve"],
+)
+def test_every_command_fails_in_one_style(args: list[str]) -> None:
+    """One line on stderr, ``error: `` first, status 2: the same for every command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rankrm", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: "), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -285,3 +285,40 @@ def test_torchs_per_tensor_files_are_gathered_into_one(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["raw.onnx"]
     loaded = onnx.load(str(path))
     assert [float(numpy_helper.to_array(w)[0]) for w in loaded.graph.initializer] == [0, 1, 2]
+
+
+def test_export_reads_the_data_as_the_run_did(tiny_backbone: Path, tmp_path: Path) -> None:
+    """A run trained with skip_bad past a record with an empty response: its export reads
+    the same files the same way (from the run's config.json), unless told otherwise."""
+    from rankrm.cli import app
+    from tests.rankrm.test_cli import runner
+    from training.data import DataError
+
+    data = separable_lists(tmp_path / "hh.jsonl", 32, seed=0)
+    with data.open("a") as f:
+        f.write(json.dumps({"responses": ["fine", ""]}) + "\n")  # line 33: an empty response
+    config = train_config(
+        tmp_path, tiny_backbone, train_file=data, dev_file=data, skip_bad=True, max_steps=2,
+        eval_every=0,
+    )  # fmt: skip
+    best = train(config).best
+    report = export_model(ExportConfig(best, tmp_path / "model"))
+    assert report.manifest.normalization.reference == str(data)
+    with pytest.raises(DataError, match=r"hh.jsonl:33: .*empty"):
+        export_model(ExportConfig(best, tmp_path / "strict", skip_bad=False))
+    result = runner.invoke(app, ["export", str(best), "--out", str(tmp_path / "m"), "--strict"])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "hh.jsonl:33:" in message and "pass --skip-bad to skip such records" in message
+    assert not (tmp_path / "m").exists() and not (tmp_path / "strict").exists()
+
+
+def test_the_model_cards_command_reproduces_the_run() -> None:
+    from training.model_card import _train_command
+
+    run = {"train_file": "data/hh.jsonl", "out": "runs/hh", "skip_bad": True, "lr": 1e-4}
+    assert _train_command(run).split(" \\\n    ") == [
+        "rankrm train data/hh.jsonl", "--out runs/hh", "--skip-bad", "--lr 0.0001",
+    ]  # fmt: skip
+    typed = "rankrm train data/hh.jsonl --out runs/hh --skip-bad --lr 1e-4"
+    assert _train_command({**run, "command": typed}) == typed  # as typed, when recorded

@@ -170,3 +170,30 @@ def test_openrlhf_statistics_must_be_numbers(
         OpenRLHFHead.of(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"value_head_prefix": "score"}))
     assert OpenRLHFHead.of(tmp_path) == OpenRLHFHead("score", None)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_checkpoint_tokenizes_as_rankrm_did_when_loaded_the_usual_way(
+    tiny_backbone: Path, tmp_path: Path, side: str
+) -> None:
+    """AutoTokenizer + AutoModelForSequenceClassification and ``tok(prompt, response,
+    truncation=True)``: the same token ids and rewards as rankrm's, over-long inputs too."""
+    from transformers import AutoTokenizer
+
+    rm = load_reward_model(tiny_backbone, EncodingSpec(max_length=12, truncation_side=side))  # type: ignore[arg-type]
+    out = tmp_path / "ckpt"
+    save_checkpoint(rm, out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    pairs = [
+        ("the question", "good film"),
+        ("a long question about the film and its plot", "the worst movie that was not good at all"),
+    ]
+    for prompt, response in pairs:
+        theirs = tokenizer(prompt, response, truncation=True, return_tensors="pt")
+        ours = rm.batch([prompt], [response])
+        assert theirs["input_ids"].tolist() == ours["input_ids"].tolist()
+        with torch.no_grad():
+            reward = float(model(**theirs).logits[0, 0])
+        assert reward == pytest.approx(float(rm.score([prompt], [response])[0]), abs=1e-5)
+    assert len(tokenizer(*pairs[1], truncation=True)["input_ids"]) == 12  # it was cut
