@@ -13,7 +13,7 @@ import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -111,6 +111,14 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def _setting_problem(error: Any) -> str:
+    """One pydantic error as ``name = value: what is wrong``, named as the flag is."""
+    name = ".".join(map(str, error["loc"]))
+    if not name:  # a rule across settings: its message names the values and the fix
+        return str(error["msg"]).removeprefix("Value error, ")
+    return f"--{name.replace('_', '-')} {error['input']!r}: {error['msg']}"
 
 
 def _with_skip_hint(exc: Exception, skip_bad: bool | None) -> str:
@@ -785,12 +793,7 @@ def serve(
         settings = Settings(**given)
         application = create_app(settings)
     except ValidationError as exc:
-        _fail(
-            "invalid settings: "
-            + "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-            )
-        )
+        _fail("invalid settings: " + "; ".join(_setting_problem(e) for e in exc.errors()))
         return
     except (ManifestError, RuntimeError, OSError) as exc:
         _fail(f"cannot load the model: {exc}")

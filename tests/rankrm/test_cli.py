@@ -220,3 +220,9 @@ def test_every_command_fails_in_one_style(args: list[str]) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: "), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_serve_names_a_bad_setting_as_its_flag_with_the_value() -> None:
+    result = runner.invoke(app, ["serve", "--port", "0"])
+    assert result.exit_code == 2
+    assert "--port 0: Input should be greater than or equal to 1" in result.output
