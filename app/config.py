@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         "of by Python's own rule (which ran them every few seconds under overload, each "
         "stopping the event loop for 40-85 ms); 0 leaves Python's rule. See app/collector.py.",
     )
+    score_temperature: float | None = Field(
+        None,
+        gt=0,
+        description="/get_reward's scores are sigmoid(reward / score_temperature), in (0, 1) "
+        "as OpenRLHF's dynamic filtering expects. Default: the model's, recorded at export "
+        "(the spread of its normalised rewards on the reference texts).",
+    )
     policy_format: Literal[
         "auto", "none", "chatml", "llama3", "gemma", "phi3", "deepseek", "inst", "human"
     ] = Field(
@@ -104,6 +111,13 @@ class Settings(BaseSettings):
     max_items: int = Field(512, ge=1, description="Texts (or pairs, candidates) per request.")
     max_text_chars: int = Field(100_000, ge=1, description="Characters per prompt or text.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size limit.")
+    max_reward_items: int = Field(
+        8192,
+        ge=1,
+        description="Samples in one /get_reward request (older OpenRLHF clients post a whole "
+        "rollout batch, 1,024 by default); scored max_items at a time, so the queue and "
+        "memory stay bounded.",
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline (504 past it).")
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, description="Request line and headers, in bytes (431 past it)."

@@ -41,6 +41,7 @@ class Engine(Protocol):
     name: str
     max_length: int
     heads: list[str]  # a multi-output head's output names; empty for a one-output model
+    score_temperature: float  # /get_reward's scores: sigmoid(reward / score_temperature)
 
     def encode(
         self, prompts: Sequence[PromptInput], responses: Sequence[str], *, parallel: bool = True
@@ -79,6 +80,7 @@ class OnnxEngine:
         self.name = model.manifest.name
         self.max_length = model.manifest.max_length
         self.heads = list(model.manifest.heads)
+        self.score_temperature = model.manifest.temperature
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OnnxEngine:

@@ -29,6 +29,7 @@ from app.scoring import (
     prompt_input,
     rewards,
     score,
+    score_in_slices,
 )
 from app.security import require_api_key, service_state
 from rankrm.formats import FORMAT_IDS, parse_conversation
@@ -166,8 +167,10 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
             prompts.append(None)
             responses.append(query)
     names = [f"query[{i}]" for i in range(len(responses))]
-    scores = await score(state, request, prompts, responses, names, truncate=True)
+    limit = state.settings.max_reward_items
+    scores = await score_in_slices(state, request, prompts, responses, names, limit)
     shown = rewards(state, scores.raw, want_raw=False)
+    temperature = state.settings.score_temperature or state.engine.score_temperature
     extra_logs = {
         "policy_format": formats,
         "raw_reward": [float(v) for v in scores.raw],
@@ -176,4 +179,5 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
     }
     for name, column in (head_outputs_by_name(state, scores) or {}).items():
         extra_logs[f"head:{name}"] = column
-    return GetRewardResponse(rewards=shown, scores=shown, extra_logs=extra_logs)
+    calibrated = [_sigmoid(r / temperature) for r in shown]
+    return GetRewardResponse(rewards=shown, scores=calibrated, extra_logs=extra_logs)

@@ -290,6 +290,52 @@ async def score(
     )
 
 
+async def score_in_slices(
+    state: ServiceState,
+    request: Request,
+    prompts: Sequence[PromptInput],
+    responses: Sequence[str],
+    names: list[str],
+    limit: int,
+) -> Scores:
+    """Score up to ``limit`` inputs ``max_items`` at a time, one slice after another: a
+    request of thousands holds one slice's texts in the queue, not all of them."""
+    if len(responses) > limit:
+        raise ServiceError(
+            ErrorKind.TOO_LARGE,
+            f"{len(responses)} inputs in one request; the limit is {limit} (split the request)",
+        )
+    step = state.settings.max_items
+    parts = []
+    for start in range(0, len(responses), step):
+        end = start + step
+        parts.append(
+            await score(state, request, prompts[start:end], responses[start:end], names[start:end],
+                        truncate=True)
+        )  # fmt: skip
+    if len(parts) == 1:
+        return parts[0]
+    usage = Usage(
+        texts=sum(p.usage.texts for p in parts),
+        tokens=sum(p.usage.tokens for p in parts),
+        truncated=sum(p.usage.truncated for p in parts),
+    )
+    timings = Timings(
+        tokenize_ms=sum(p.timings.tokenize_ms for p in parts),
+        queue_ms=max(p.timings.queue_ms for p in parts),
+        inference_ms=sum(p.timings.inference_ms for p in parts),
+        total_ms=sum(p.timings.total_ms for p in parts),
+    )
+    return Scores(
+        np.concatenate([p.raw for p in parts]),
+        usage,
+        timings,
+        tokens=[n for p in parts for n in p.tokens],
+        truncated=[t for p in parts for t in p.truncated],
+        heads=[h for p in parts for h in p.heads],
+    )
+
+
 def head_outputs(state: ServiceState, scores: Scores) -> list[dict[str, float]] | None:
     """Each input's multi-output head, by output name (raw, as the model gives them); None
     for a one-output model."""

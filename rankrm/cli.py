@@ -647,6 +647,22 @@ def serve(
             help="Texts per request (env RANKRM_MAX_ITEMS; default 512)", rich_help_panel=SERVE
         ),
     ] = None,
+    max_reward_items: Annotated[
+        int | None,
+        typer.Option(
+            help="Samples per /get_reward request, scored max-items at a time (env "
+            "RANKRM_MAX_REWARD_ITEMS; default 8192: older OpenRLHF posts 1,024 at once)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    score_temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="/get_reward scores = sigmoid(reward / this), in (0, 1) (env "
+            "RANKRM_SCORE_TEMPERATURE; default: the model's, recorded at export)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     max_text_chars: Annotated[
         int | None,
         typer.Option(

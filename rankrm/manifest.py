@@ -86,6 +86,10 @@ class Manifest:
     # of the reward (their weighted sum). Empty for a one-output reward model.
     heads: list[str] = field(default_factory=list)
     head_weights: list[float] = field(default_factory=list)
+    # /get_reward's scores are sigmoid(reward / score_temperature), in (0, 1): the spread
+    # (standard deviation) of the normalised rewards on the reference texts, so a reward one
+    # spread above the mean scores 0.73. None (older exports): see ``temperature``.
+    score_temperature: float | None = None
     format_version: int = FORMAT_VERSION
     created_by: str = ""
 
@@ -125,6 +129,13 @@ class Manifest:
                 f"head_weights must be one finite number per head ({len(self.heads)}), "
                 f"got {self.head_weights!r}"
             )
+        temperature = self.score_temperature
+        if temperature is not None and not (
+            _is_number(temperature) and math.isfinite(temperature) and temperature > 0
+        ):
+            problems.append(
+                f"score_temperature must be a finite number above 0, got {temperature!r}"
+            )
         if problems:
             raise ManifestError("; ".join(problems))
 
@@ -141,6 +152,18 @@ class Manifest:
         if not self.chat_template:
             raise ManifestError('template is "chat" but the manifest holds no chat_template')
         return ChatTemplate(self.chat_template, self.special_tokens, append_eos=self.append_eos)
+
+    @property
+    def temperature(self) -> float:
+        """The score temperature: recorded at export, else the spread of the exported
+        model's rewards on its dev lists (older exports recorded that), else 1."""
+        if self.score_temperature is not None:
+            return self.score_temperature
+        dev = self.evaluation.get("dev", {}) if isinstance(self.evaluation, dict) else {}
+        spread: Any = (dev.get("exported") or {}).get("reward_std")
+        if _is_number(spread) and math.isfinite(spread) and spread > 0:
+            return float(spread)
+        return 1.0
 
     @property
     def input_names(self) -> list[str]:

@@ -272,6 +272,7 @@ class _Exporter:
             truncation_side=self.rm.spec.truncation_side,
             inputs=[{"name": n, "dtype": "int64"} for n in names],
             output={"name": OUTPUT_NAME, "dtype": "float32", "shape": "(batch,)"},
+            score_temperature=_spread(ref_scores, normalization),
             heads=list(self.rm.heads),
             head_weights=list(self.rm.head_weights),
             pad_token_id=self.rm.pad_id,
@@ -455,6 +456,13 @@ def _score(model: OnnxRewardModel, texts: list[Text]) -> np.ndarray:
     raw = model.raw_scores([p for p, _ in unique], [r for _, r in unique])
     by_text = dict(zip(unique, model.normalize(raw), strict=True))
     return np.array([by_text[t] for t in texts], dtype=np.float32)
+
+
+def _spread(raw: np.ndarray, normalization: Normalization) -> float:
+    """The standard deviation of the normalised rewards of ``raw`` (1 if they are all equal):
+    the temperature of /get_reward's scores."""
+    spread = float(np.std(raw)) / normalization.scale
+    return spread if spread > 0 and np.isfinite(spread) else 1.0
 
 
 def export_model(config: ExportConfig) -> ExportReport:

@@ -137,7 +137,13 @@ def test_get_reward_speaks_openrlhf(server: Server, reference: OnnxRewardModel) 
         alone(reference, "unrelated text"),
     ]
     assert answer["rewards"] == pytest.approx(expected, abs=1e-5)
-    assert answer["scores"] == answer["rewards"]
+    # scores: sigmoid(reward / the temperature recorded at export), in (0, 1) for OpenRLHF
+    temperature = server.engine.manifest.score_temperature
+    assert temperature is not None and temperature > 0
+    assert answer["scores"] == pytest.approx(
+        [1 / (1 + math.exp(-r / temperature)) for r in answer["rewards"]], abs=1e-9
+    )
+    assert all(0 < s < 1 for s in answer["scores"])
     only_query = httpx.post(f"{server.url}/get_reward", json={"query": ["good"]}).json()
     assert only_query["rewards"] == pytest.approx([alone(reference, "good")], abs=1e-5)
 
