@@ -76,7 +76,7 @@ class RequestMetrics:
             self.metrics.request_seconds.labels(endpoint).observe(time.monotonic() - started)
 
 
-_KNOWN = {"/score", "/compare", "/rank", "/get_reward", "/info", *_OPEN}
+_KNOWN = {"/score", "/compare", "/rank", "/groups", "/get_reward", "/info", *_OPEN}
 
 
 def describe(settings: Settings, engine: Engine) -> str:

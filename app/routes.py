@@ -1,20 +1,25 @@
-"""The scoring endpoints: /score, /compare, /rank and OpenRLHF's /get_reward."""
+"""The scoring endpoints: /score, /compare, /rank, /groups and OpenRLHF's /get_reward."""
 
 from __future__ import annotations
 
 import math
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from app.engine import PromptInput
 from app.schemas import (
     ERROR_RESPONSES,
+    GROUP_STD_EPSILON,
     CompareRequest,
     CompareResponse,
     Comparison,
     GetRewardRequest,
     GetRewardResponse,
+    GroupResult,
+    GroupsRequest,
+    GroupsResponse,
     Ranked,
     RankRequest,
     RankResponse,
@@ -126,13 +131,71 @@ async def rank(body: RankRequest, request: Request, state: State) -> RankRespons
         state, request, [prompt] * len(body.candidates), body.candidates, names, body.truncate
     )
     shown = rewards(state, scores.raw, body.raw)
-    order = sorted(range(len(shown)), key=lambda i: (-shown[i], i))
+    order = sorted(range(len(shown)), key=lambda i: (-shown[i], i))[: body.top_k]
+    ranking = [
+        Ranked(
+            index=i,
+            reward=shown[i],
+            truncated=scores.truncated[i],
+            text=body.candidates[i] if body.return_texts else None,
+        )
+        for i in order
+    ]
     return RankResponse(
         model=state.engine.name,
         normalized=not body.raw,
-        ranking=[Ranked(index=i, reward=shown[i], truncated=scores.truncated[i]) for i in order],
+        ranking=ranking,
         usage=scores.usage,
         timings=scores.timings,
+    )
+
+
+@router.post("/groups", response_model=GroupsResponse)
+async def groups(body: GroupsRequest, request: Request, state: State) -> GroupsResponse:
+    """Each group's completions scored (all groups in one batched pass), ranked, and turned
+    into GRPO advantages: ``(r - mean) / (std + 1e-4)`` per group with the unbiased std,
+    as TRL's GRPOTrainer computes them (``scale="none"``: ``r - mean``)."""
+    prompts: list[PromptInput] = []
+    responses: list[str] = []
+    names: list[str] = []
+    for g, group in enumerate(body.groups):
+        prompt = prompt_input(group.prompt, f"groups[{g}].prompt")
+        for c, completion in enumerate(group.completions):
+            prompts.append(prompt)
+            responses.append(completion)
+            names.append(f"groups[{g}].completions[{c}]")
+    scores = await score(state, request, prompts, responses, names, body.truncate)
+    shown = rewards(state, scores.raw, body.raw)
+    results, start = [], 0
+    for group in body.groups:
+        end = start + len(group.completions)
+        results.append(group_result(shown[start:end], scores.truncated[start:end], body.scale))
+        start = end
+    return GroupsResponse(
+        model=state.engine.name,
+        normalized=not body.raw,
+        groups=results,
+        usage=scores.usage,
+        timings=scores.timings,
+    )
+
+
+def group_result(values: list[float], truncated: list[bool], scale: str) -> GroupResult:
+    """Ranks (1 = best, ties share the better rank) and advantages of one group."""
+    r = np.array(values, dtype=np.float64)
+    mean = float(r.mean())
+    std = float(r.std(ddof=1)) if len(r) > 1 else 0.0
+    advantages = r - mean
+    if scale == "group":
+        advantages = advantages / (std + GROUP_STD_EPSILON)
+    ranks = [1 + sum(other > value for other in values) for value in values]
+    return GroupResult(
+        rewards=values,
+        ranks=ranks,
+        advantages=[float(a) for a in advantages],
+        mean=mean,
+        std=std,
+        truncated=truncated,
     )
 
 

@@ -3,7 +3,7 @@ silently, except on ``/get_reward`` whose callers send what their framework send
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -168,6 +168,10 @@ class RankRequest(Options):
 
     prompt: Prompt = None
     candidates: Annotated[list[ScoredText], NonEmpty]
+    top_k: Annotated[
+        int | None, Field(None, ge=1, description="Return only the best k candidates.")
+    ] = None
+    return_texts: StrictBool = Field(False, description="Include each candidate's text.")
 
 
 class Ranked(BaseModel):
@@ -176,6 +180,51 @@ class Ranked(BaseModel):
     index: Annotated[int, Field(description="Position in the request's candidates.")]
     reward: float
     truncated: bool = Field(False, description="Whether it (with the prompt) was cut.")
+    text: str | None = Field(None, description="The candidate, with return_texts.")
+
+
+GROUP_STD_EPSILON = 1e-4
+"""Added to a group's standard deviation before dividing, as TRL's GRPO does."""
+
+
+class Group(Strict):
+    """The G completions of one prompt (GRPO's group, best-of-n's candidates)."""
+
+    prompt: Prompt = None
+    completions: Annotated[list[ScoredText], NonEmpty]
+
+
+class GroupsRequest(Options):
+    """Groups scored in one batched pass, with group-normalised advantages."""
+
+    groups: Annotated[list[Group], NonEmpty]
+    scale: Literal["group", "none"] = Field(
+        "group",
+        description="Advantages (r - mean) / (std + 1e-4) per group (group, TRL's GRPO "
+        "default), or r - mean (none, Dr. GRPO).",
+    )
+
+
+class GroupResult(BaseModel):
+    """One group's rewards (in completion order), ranks and advantages."""
+
+    rewards: list[float]
+    ranks: list[int] = Field(description="1 = the best completion; ties share a rank.")
+    advantages: list[float]
+    mean: float
+    std: float = Field(description="Unbiased (n - 1) standard deviation; 0 for one completion.")
+    truncated: list[bool]
+
+
+class GroupsResponse(BaseModel):
+    """Per group: rewards, ranks and group-normalised advantages."""
+
+    model: str
+    normalized: bool
+    std_epsilon: float = GROUP_STD_EPSILON
+    groups: list[GroupResult]
+    usage: Usage
+    timings: Timings
 
 
 class RankResponse(BaseModel):

@@ -9,8 +9,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from app import client as client_module
-from app.client import AsyncRewardClient, RewardClient, RewardServiceError
+from rankrm import client as client_module
+from rankrm.client import AsyncRewardClient, RewardClient, RewardServiceError
 from tests.app.conftest import ControlledEngine, running
 
 TEXTS = [f"good film number {i}" if i % 2 else f"bad plot {i}" for i in range(11)]
@@ -77,7 +77,7 @@ def fake_server(fail_first: int, status: int = 429) -> tuple[httpx.MockTransport
 
 def test_retries_429_and_503_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr("app.client.time.sleep", sleeps.append)
+    monkeypatch.setattr("rankrm.client.time.sleep", sleeps.append)
     transport, calls = fake_server(fail_first=3, status=503)
     client = RewardClient("http://rm:8000")
     client._http = httpx.Client(transport=transport)
@@ -86,7 +86,7 @@ def test_retries_429_and_503_with_backoff(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_gives_up_after_max_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.client.time.sleep", lambda _: None)
+    monkeypatch.setattr("rankrm.client.time.sleep", lambda _: None)
     transport, _ = fake_server(fail_first=100)
     client = RewardClient("http://rm:8000", max_retries=2)
     client._http = httpx.Client(transport=transport)

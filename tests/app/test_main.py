@@ -234,7 +234,7 @@ def test_serve_command_starts_the_service(model_dir: Path) -> None:
             proc.communicate()
 
 
-@pytest.mark.parametrize("module", ["app", "app.main", "app.client", "app.engine"])
+@pytest.mark.parametrize("module", ["app", "app.main", "rankrm.client", "app.engine"])
 def test_importing_the_service_never_imports_torch(module: str) -> None:
     code = (
         f"import json, sys, {module}\n"
