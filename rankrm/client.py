@@ -132,7 +132,14 @@ class _Base:
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
         max_items: int | None = None,
+        max_concurrency: int = 16,
     ) -> None:
+        """``timeout`` (seconds per request), ``max_retries`` and the backoff (``base *
+        2**attempt`` seconds, at most ``cap``, full jitter) apply to every request;
+        ``max_concurrency`` bounds the async client's requests in flight."""
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.max_concurrency = max_concurrency
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls:
             raise ValueError("give at least one base URL")
@@ -252,6 +259,7 @@ class AsyncRewardClient(_Base):
     def __init__(self, base_urls: str | Sequence[str], **options: Any) -> None:
         super().__init__(base_urls, **options)
         self._http = httpx.AsyncClient(timeout=self.timeout, headers=self.headers)
+        self._in_flight: asyncio.Semaphore | None = None
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -264,6 +272,12 @@ class AsyncRewardClient(_Base):
         await self.aclose()
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if self._in_flight is None:  # made on the loop that uses it
+            self._in_flight = asyncio.Semaphore(self.max_concurrency)
+        async with self._in_flight:
+            return await self._send(method, path, body)
+
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         for attempt in itertools.count():
             try:
                 response: httpx.Response | None = await self._http.request(

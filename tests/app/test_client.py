@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from typing import Any
 
 import httpx
 import pytest
@@ -107,3 +108,31 @@ def test_backoff_uses_full_jitter_and_retry_after() -> None:
     assert all(0 <= client_module._backoff(3, None, 0.1, 5.0) <= 0.8 for _ in range(100))
     response = httpx.Response(429, headers={"retry-after": "2"})
     assert all(1.0 <= client_module._backoff(0, response, 0.1, 5.0) <= 2.0 for _ in range(100))
+
+
+def test_the_async_client_keeps_at_most_max_concurrency_requests_in_flight(
+    engine: ControlledEngine,
+) -> None:
+    engine.delay_s = 0.05
+    with running(engine, max_items=2) as s:
+        in_flight = peak = 0
+
+        async def go() -> list[float]:
+            nonlocal in_flight, peak
+            async with AsyncRewardClient(s.url, max_concurrency=2) as client:
+                send = client._send
+
+                async def counted(*args: Any) -> Any:
+                    nonlocal in_flight, peak
+                    in_flight += 1
+                    peak = max(peak, in_flight)
+                    try:
+                        return await send(*args)
+                    finally:
+                        in_flight -= 1
+
+                client._send = counted  # type: ignore[method-assign]
+                return await client.score(TEXTS * 3)
+
+        assert len(asyncio.run(go())) == len(TEXTS) * 3
+        assert peak == 2

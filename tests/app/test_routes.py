@@ -183,3 +183,9 @@ def test_rewards_match_the_engine_directly(server: Server) -> None:
     answer = httpx.post(f"{server.url}/score", json={"texts": TEXTS, "raw": True}).json()
     direct = server.engine.model.raw_scores([None] * len(TEXTS), TEXTS)
     np.testing.assert_allclose(answer["rewards"], direct, atol=1e-5)
+
+
+def test_get_reward_refuses_a_sample_it_cannot_score_naming_it(server: Server) -> None:
+    answer = httpx.post(f"{server.url}/get_reward", json={"query": ["good", " \u200b "]})
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith("query[1]: empty text")
