@@ -131,7 +131,7 @@ def test_the_async_client_keeps_at_most_max_concurrency_requests_in_flight(
                     finally:
                         in_flight -= 1
 
-                client._send = counted  # type: ignore[method-assign]
+                client._send = counted  # type: ignore[method-assign, assignment]
                 return await client.score(TEXTS * 3)
 
         assert len(asyncio.run(go())) == len(TEXTS) * 3
