@@ -19,6 +19,17 @@ class Settings(BaseSettings):
 
     # model
     model_dir: Path = Field(Path("models/default"), description="Exported model folder.")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several models in one service: NAME=DIR entries (comma-separated in "
+        "the environment; --model repeatable), the first the default; requests pick one by "
+        "name or ask for a weighted sum. Replaces model_dir when given.",
+    )
+    weights: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="NAME=WEIGHT entries: answer requests that name no model with this "
+        "weighted sum of the models' normalised rewards (default: the first model alone).",
+    )
     provider: Literal["cpu", "cuda"] = Field(
         "cpu", description="onnxruntime execution provider (cuda needs onnxruntime-gpu)."
     )
@@ -168,6 +179,23 @@ class Settings(BaseSettings):
         """``max_queue_wait_s``, or its default: a third of the request deadline."""
         return self.max_queue_wait_s or self.request_timeout_s / 3
 
+    @field_validator("models", "weights", mode="before")
+    @classmethod
+    def _split_entries(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value
+
+    @property
+    def model_dirs(self) -> dict[str, Path]:
+        """``models`` as {name: folder} (empty: the one model in ``model_dir``)."""
+        return {name: Path(folder) for name, folder in _pairs(self.models, "models", "DIR")}
+
+    @property
+    def weight_map(self) -> dict[str, float]:
+        """``weights`` as {model name: weight}."""
+        return {name: float(w) for name, w in _pairs(self.weights, "weights", "WEIGHT")}
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -177,6 +205,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        self.model_dirs  # noqa: B018 (parses: NAME=DIR entries, or a clear error)
+        unknown = sorted(set(self.weight_map) - set(self.model_dirs))
+        if unknown and self.models:
+            raise ValueError(
+                f"weights name {', '.join(unknown)}, not among the models "
+                f"({', '.join(self.model_dirs)}); name loaded models"
+            )
         short = [i for i, key in enumerate(self.api_keys) if len(key.get_secret_value()) < 8]
         if short:
             lengths = ", ".join(
@@ -210,3 +245,21 @@ class Settings(BaseSettings):
                 f"request_timeout_s ({self.request_timeout_s:g}), or admitted requests time out"
             )
         return self
+
+
+def _pairs(entries: list[str], setting: str, what: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` entries split, refusing malformed and repeated names."""
+    pairs: list[tuple[str, str]] = []
+    for i, entry in enumerate(entries):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"{setting}[{i}]: {entry!r} is not NAME={what}")
+        if what == "WEIGHT":
+            try:
+                float(value)
+            except ValueError:
+                raise ValueError(f"{setting}[{i}]: {value!r} is not a number") from None
+        if any(name.strip() == seen for seen, _ in pairs):
+            raise ValueError(f"{setting}[{i}]: the name {name.strip()!r} is given twice")
+        pairs.append((name.strip(), value.strip()))
+    return pairs

@@ -22,7 +22,7 @@ from app.errors import install_error_handlers
 from app.intake import Intake
 from app.metrics import Metrics
 from app.priority import lowering_new_threads
-from app.scoring import ServiceState
+from app.scoring import Served, ServiceState
 from rankrm import __version__
 
 log = logging.getLogger("rankrm.service")
@@ -96,22 +96,53 @@ def describe(settings: Settings, engine: Engine) -> str:
     )
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """The service. ``engine`` defaults to the ONNX model in ``settings.model_dir``."""
+def load_engines(settings: Settings) -> dict[str, Engine]:
+    """Every model the settings name ({name: engine}, the default first): ``models``, else
+    the one in ``model_dir`` under its manifest's name."""
+    if not settings.models:
+        engine = OnnxEngine.from_settings(settings)
+        return {engine.name: engine}
+    return {
+        name: OnnxEngine.from_settings(settings.model_copy(update={"model_dir": folder}))
+        for name, folder in settings.model_dirs.items()
+    }
+
+
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    others: dict[str, Engine] | None = None,
+) -> FastAPI:
+    """The service. ``engine`` defaults to the ONNX models the settings name; ``others``
+    (tests) adds more models by name beside ``engine``."""
     settings = settings or Settings()
     with lowering_new_threads(settings.background_nice):  # onnxruntime's workers start here
-        engine = engine or OnnxEngine.from_settings(settings)
+        engines = {engine.name: engine, **(others or {})} if engine else load_engines(settings)
+        default = next(iter(engines.values()))
         if settings.split_overhead_tokens is None:
-            overhead = engine.call_overhead_tokens()
+            overhead = default.call_overhead_tokens()
             log.info("one model call costs about %.1f padded tokens (measured)", overhead)
             settings = settings.model_copy(update={"split_overhead_tokens": overhead})
-    log.info("%s", describe(settings, engine))
+    folders = settings.model_dirs
+    for name, one in engines.items():
+        log.info(
+            "%s",
+            describe(
+                settings.model_copy(update={"model_dir": folders.get(name, settings.model_dir)}),
+                one,
+            ),
+        )
     metrics = Metrics.create()
-    state = ServiceState(settings, engine, Batcher(engine, settings, metrics), metrics)
+    served = {
+        name: Served(name, one, Batcher(one, settings, metrics)) for name, one in engines.items()
+    }
+    first = next(iter(served.values()))
+    state = ServiceState(settings, first.engine, first.batcher, metrics, served)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state.batcher.start()
+        for one in state.models.values():
+            one.batcher.start()
         # Everything built so far (modules, the model, the app) lives as long as the process:
         # out of the collector's sight, a full collection no longer walks it and stops the
         # event loop for a fraction of what it did.
@@ -125,7 +156,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 yield
         finally:
             state.ready = False
-            await state.batcher.stop()
+            for one in state.models.values():
+                await one.batcher.stop()
             state.tokenizer_thread.shutdown(wait=True)
 
     app = FastAPI(

@@ -24,7 +24,7 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> dict[str, Any]:
     """Readiness: model loaded and batch worker running (503 otherwise)."""
     state: ServiceState = request.app.state.service
-    if not (state.ready and state.batcher.running):
+    if not (state.ready and state.running):
         raise ServiceError(ErrorKind.NOT_READY, "not ready: model loading or shutting down")
     return {"status": "ready", "model": state.engine.name, "queued": state.batcher.queued}
 
@@ -49,7 +49,14 @@ async def info(request: Request) -> dict[str, Any]:
         "max_inflight_bytes": s.max_inflight_bytes,
         "max_length_tokens": state.engine.max_length,
     }
-    return {"model": state.engine.info(), "limits": limits, "auth": bool(s.api_keys)}
+    models = {name: one.engine.info() for name, one in state.models.items()}
+    return {
+        "model": state.engine.info(),
+        "models": models,
+        "weights": s.weight_map,
+        "limits": limits,
+        "auth": bool(s.api_keys),
+    }
 
 
 @router.get(

@@ -31,10 +31,11 @@ from app.scoring import (
     ServiceState,
     conversation_input,
     head_outputs,
+    model_label,
     prompt_input,
     rewards,
-    score,
     score_in_slices,
+    score_with,
 )
 from app.security import require_api_key, service_state
 from rankrm.formats import FORMAT_IDS, parse_conversation
@@ -78,11 +79,13 @@ async def score_texts(body: ScoreRequest, request: Request, state: State) -> Sco
                 prompt, response = prompt_input(item.prompt, f"{name}.prompt"), item.response or ""
             prompts.append(prompt)
             responses.append(response)
-    scores = await score(state, request, prompts, responses, names, body.truncate)
+    scores = await score_with(
+        state, request, prompts, responses, names, body.truncate, body.choice()
+    )
     return ScoreResponse(
-        model=state.engine.name,
+        model=model_label(state, body.choice()),
         normalized=not body.raw,
-        rewards=rewards(state, scores.raw, body.raw),
+        rewards=rewards(scores, body.raw),
         truncated=scores.truncated,
         heads=head_outputs(state, scores) if body.return_heads else None,
         usage=scores.usage,
@@ -102,8 +105,10 @@ async def compare(body: CompareRequest, request: Request, state: State) -> Compa
         prompts += [prompt, prompt]
         responses += [pair.a, pair.b]
         names += [f"pairs[{i}].a", f"pairs[{i}].b"]
-    scores = await score(state, request, prompts, responses, names, body.truncate)
-    shown = rewards(state, scores.raw, body.raw)
+    scores = await score_with(
+        state, request, prompts, responses, names, body.truncate, body.choice()
+    )
+    shown = rewards(scores, body.raw)
     results = [
         Comparison(
             reward_a=shown[2 * i],
@@ -114,7 +119,7 @@ async def compare(body: CompareRequest, request: Request, state: State) -> Compa
         for i in range(len(body.pairs))
     ]
     return CompareResponse(
-        model=state.engine.name,
+        model=model_label(state, body.choice()),
         normalized=not body.raw,
         results=results,
         usage=scores.usage,
@@ -127,10 +132,11 @@ async def rank(body: RankRequest, request: Request, state: State) -> RankRespons
     """Candidates ordered best first, with rewards and original indices (best-of-n)."""
     prompt = prompt_input(body.prompt, "prompt")
     names = [f"candidates[{i}]" for i in range(len(body.candidates))]
-    scores = await score(
-        state, request, [prompt] * len(body.candidates), body.candidates, names, body.truncate
-    )
-    shown = rewards(state, scores.raw, body.raw)
+    scores = await score_with(
+        state, request, [prompt] * len(body.candidates), body.candidates, names, body.truncate,
+        body.choice(),
+    )  # fmt: skip
+    shown = rewards(scores, body.raw)
     order = sorted(range(len(shown)), key=lambda i: (-shown[i], i))[: body.top_k]
     ranking = [
         Ranked(
@@ -142,7 +148,7 @@ async def rank(body: RankRequest, request: Request, state: State) -> RankRespons
         for i in order
     ]
     return RankResponse(
-        model=state.engine.name,
+        model=model_label(state, body.choice()),
         normalized=not body.raw,
         ranking=ranking,
         usage=scores.usage,
@@ -164,15 +170,17 @@ async def groups(body: GroupsRequest, request: Request, state: State) -> GroupsR
             prompts.append(prompt)
             responses.append(completion)
             names.append(f"groups[{g}].completions[{c}]")
-    scores = await score(state, request, prompts, responses, names, body.truncate)
-    shown = rewards(state, scores.raw, body.raw)
+    scores = await score_with(
+        state, request, prompts, responses, names, body.truncate, body.choice()
+    )
+    shown = rewards(scores, body.raw)
     results, start = [], 0
     for group in body.groups:
         end = start + len(group.completions)
         results.append(group_result(shown[start:end], scores.truncated[start:end], body.scale))
         start = end
     return GroupsResponse(
-        model=state.engine.name,
+        model=model_label(state, body.choice()),
         normalized=not body.raw,
         groups=results,
         usage=scores.usage,
@@ -231,8 +239,8 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
             responses.append(query)
     names = [f"query[{i}]" for i in range(len(responses))]
     limit = state.settings.max_reward_items
-    scores = await score_in_slices(state, request, prompts, responses, names, limit)
-    shown = rewards(state, scores.raw, want_raw=False)
+    scores = await score_in_slices(state, request, prompts, responses, names, limit, body.choice())
+    shown = rewards(scores, want_raw=False)
     temperature = state.settings.score_temperature or state.engine.score_temperature
     extra_logs = {
         "policy_format": formats,

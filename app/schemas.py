@@ -3,6 +3,7 @@ silently, except on ``/get_reward`` whose callers send what their framework send
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -48,6 +49,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model scores a request: one by name, or a weighted sum of several."""
+
+    model: str | None = None
+    weights: dict[str, float] | None = None
+    raw: bool = False
+
+
+ModelName = Annotated[
+    str | None,
+    Field(description="Score with this loaded model (see /info); default: the first."),
+]
+Weights = Annotated[
+    dict[str, float] | None,
+    Field(
+        description="Score with several loaded models: the sum of their normalised rewards "
+        "times these weights, by model name."
+    ),
+]
+
+
 class Options(Strict):
     """Options every scoring endpoint takes."""
 
@@ -55,6 +78,12 @@ class Options(Strict):
     truncate: StrictBool = Field(
         True, description="Truncate over-long input; false rejects it with 422 instead."
     )
+    model: ModelName = None
+    weights: Weights = None
+
+    def choice(self) -> ModelChoice:
+        """The model (or weighted models) this request asks for."""
+        return ModelChoice(self.model, self.weights, self.raw)
 
 
 class Item(Strict):
@@ -242,9 +271,15 @@ class GetRewardRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    query: Annotated[list[ScoredText], NonEmpty]
+    query: list[ScoredText]
     prompts: list[Text] | None = None
     labels: list[Any] | None = None
+    model: ModelName = None
+    weights: Weights = None
+
+    def choice(self) -> ModelChoice:
+        """The model (or weighted models) this request asks for."""
+        return ModelChoice(self.model, self.weights)
 
     @model_validator(mode="after")
     def _labels_unicode(self) -> GetRewardRequest:

@@ -18,7 +18,7 @@ from app.engine import Engine, InputError, PromptInput
 from app.errors import ErrorKind, ServiceError
 from app.metrics import Metrics
 from app.priority import background_executor
-from app.schemas import Prompt, Timings, Usage
+from app.schemas import ModelChoice, Prompt, Timings, Usage
 from rankrm.chat import ChatTemplateError
 from rankrm.encoding import Tokens, is_blank, normalise_message
 
@@ -27,13 +27,24 @@ _SLICE_CHARS = 256 * 1024  # larger requests: in a thread, a slice of about this
 
 
 @dataclass
+class Served:
+    """One loaded model and the batcher that owns it."""
+
+    name: str
+    engine: Engine
+    batcher: Batcher
+
+
+@dataclass
 class ServiceState:
-    """What the routes share: built once by ``create_app``."""
+    """What the routes share: built once by ``create_app``. ``engine`` and ``batcher`` are
+    the default model's; ``models`` holds every model by name (the default first)."""
 
     settings: Settings
     engine: Engine
     batcher: Batcher
     metrics: Metrics
+    models: dict[str, Served] = field(default_factory=dict)
     ready: bool = False
     tokenizing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     tokenizer_backlog_chars: int = 0  # characters admitted for tokenisation, not yet done
@@ -44,6 +55,24 @@ class ServiceState:
     def __post_init__(self) -> None:
         nice = self.settings.background_nice
         self.tokenizer_thread = background_executor(nice, 1, "rankrm-tokenize")
+        if not self.models:
+            self.models = {self.engine.name: Served(self.engine.name, self.engine, self.batcher)}
+
+    def model(self, name: str | None, where: str = "model") -> Served:
+        """The model a request names (None: the default); 422 naming the loaded ones."""
+        if name is None:
+            return next(iter(self.models.values()))
+        if name not in self.models:
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST,
+                f"{where}: no model named {name!r}; loaded: {', '.join(self.models)}",
+            )
+        return self.models[name]
+
+    @property
+    def running(self) -> bool:
+        """Whether every model's batch workers are alive."""
+        return all(served.batcher.running for served in self.models.values())
 
 
 @dataclass
@@ -53,6 +82,7 @@ class Scores:
     raw: np.ndarray
     usage: Usage
     timings: Timings
+    normalized: np.ndarray | None = None  # the rewards as the model's normalisation gives them
     tokens: list[int] = field(default_factory=list)  # per input, as the model read it
     truncated: list[bool] = field(default_factory=list)  # per input
     heads: list[tuple[float, ...]] = field(default_factory=list)  # per input (engine.heads)
@@ -143,16 +173,18 @@ async def tokenize(
     prompts: Sequence[PromptInput],
     responses: Sequence[str],
     names: Sequence[str],
+    use: Served | None = None,
 ) -> list[Tokens]:
     """Token ids of each input. Small requests are tokenised inline; larger ones in a
     thread, one slice at a time across the whole service, so nothing proportional to input
     size runs on the event loop and the tokenizer's transient memory stays bounded."""
+    use = use or state.model(None)
     sizes = [len(r) + _chars(p) for p, r in zip(prompts, responses, strict=True)]
     total = sum(sizes)
     if total <= _INLINE_CHARS:
-        return _encode(state.engine, prompts, responses, names, parallel=False)
+        return _encode(use.engine, prompts, responses, names, parallel=False)
     wait_s = (state.tokenizer_backlog_chars + total) * state.s_per_char
-    wait_s += state.batcher.expected_wait_s()
+    wait_s += use.batcher.expected_wait_s()
     limit = state.settings.queue_wait_limit_s
     if wait_s > limit:
         raise ServiceError(
@@ -169,7 +201,7 @@ async def tokenize(
                 part, seconds = await asyncio.get_running_loop().run_in_executor(
                     state.tokenizer_thread,
                     _timed_encode,
-                    state.engine,
+                    use.engine,
                     prompts[start:end],
                     responses[start:end],
                     names[start:end],
@@ -232,11 +264,14 @@ async def score(
     responses: Sequence[str],
     names: list[str],
     truncate: bool,
+    use: Served | None = None,
 ) -> Scores:
-    """Score inputs through the batcher within the request deadline."""
+    """Score inputs through a model's batcher (``use``; default: the default model) within
+    the request deadline."""
+    use = use or state.model(None)
     started = time.monotonic()
     check_inputs(state.settings, prompts, responses, names)
-    encodings = await tokenize(state, prompts, responses, names)
+    encodings = await tokenize(state, prompts, responses, names, use)
     tokenized = time.monotonic()
     state.metrics.tokenize_seconds.observe(tokenized - started)
     truncated = [i for i, enc in enumerate(encodings) if enc.truncated]
@@ -244,10 +279,10 @@ async def score(
         i = truncated[0]
         raise ServiceError(
             ErrorKind.TEXT_TOO_LONG,
-            f"{names[i]}: longer than the model's {state.engine.max_length} tokens "
+            f"{names[i]}: longer than the model's {use.engine.max_length} tokens "
             f"({len(truncated)} input(s) too long); shorten it or set truncate=true",
         )
-    futures = state.batcher.submit(encodings)
+    futures = use.batcher.submit(encodings)
     gathered: asyncio.Future[list[Scored]] = asyncio.gather(*futures)
     watcher: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
     racing: set[asyncio.Future[Any]] = {gathered, watcher}
@@ -284,9 +319,60 @@ async def score(
         raw,
         usage,
         timings,
+        normalized=use.engine.normalize(raw),
         tokens=[len(e.ids) for e in encodings],
         truncated=[e.truncated for e in encodings],
         heads=[r.heads for r in results],
+    )
+
+
+async def score_with(
+    state: ServiceState,
+    request: Request,
+    prompts: Sequence[PromptInput],
+    responses: Sequence[str],
+    names: list[str],
+    truncate: bool,
+    choice: ModelChoice,
+) -> Scores:
+    """Score with the model the request names, or the weighted sum of several models'
+    normalised rewards (each model's normalisation applied before weighting), scored side
+    by side. Without either, the configured weights (``RANKRM_WEIGHTS``), else the default
+    model."""
+    weights = choice.weights if choice.weights is not None else state.settings.weight_map
+    if choice.model is not None and choice.weights is not None:
+        raise ServiceError(ErrorKind.INVALID_REQUEST, "give 'model' or 'weights', not both")
+    if not weights or choice.model is not None:
+        return await score(state, request, prompts, responses, names, truncate,
+                           state.model(choice.model))  # fmt: skip
+    if choice.raw:
+        raise ServiceError(
+            ErrorKind.INVALID_REQUEST,
+            "raw rewards of a weighted sum are not defined: drop 'raw' or name one 'model'",
+        )
+    used = [state.model(name, f"weights.{name}") for name in weights]
+    parts = await asyncio.gather(
+        *(score(state, request, prompts, responses, names, truncate, u) for u in used)
+    )
+    combined = sum(
+        weights[u.name] * np.asarray(p.normalized, dtype=np.float64)
+        for u, p in zip(used, parts, strict=True)
+    )
+    combined = np.asarray(combined, dtype=np.float32)
+    first = parts[0]
+    usage = Usage(
+        texts=first.usage.texts,
+        tokens=sum(p.usage.tokens for p in parts),
+        truncated=first.usage.truncated,
+    )
+    return Scores(
+        combined,
+        usage,
+        max((p.timings for p in parts), key=lambda t: t.total_ms),
+        normalized=combined,
+        tokens=first.tokens,
+        truncated=[any(t) for t in zip(*(p.truncated for p in parts), strict=True)],
+        heads=first.heads,
     )
 
 
@@ -297,6 +383,7 @@ async def score_in_slices(
     responses: Sequence[str],
     names: list[str],
     limit: int,
+    choice: ModelChoice,
 ) -> Scores:
     """Score up to ``limit`` inputs ``max_items`` at a time, one slice after another: a
     request of thousands holds one slice's texts in the queue, not all of them."""
@@ -310,8 +397,8 @@ async def score_in_slices(
     for start in range(0, len(responses), step):
         end = start + step
         parts.append(
-            await score(state, request, prompts[start:end], responses[start:end], names[start:end],
-                        truncate=True)
+            await score_with(state, request, prompts[start:end], responses[start:end],
+                             names[start:end], True, choice)
         )  # fmt: skip
     if len(parts) == 1:
         return parts[0]
@@ -330,10 +417,19 @@ async def score_in_slices(
         np.concatenate([p.raw for p in parts]),
         usage,
         timings,
+        normalized=np.concatenate([p.normalized for p in parts if p.normalized is not None]),
         tokens=[n for p in parts for n in p.tokens],
         truncated=[t for p in parts for t in p.truncated],
         heads=[h for p in parts for h in p.heads],
     )
+
+
+def model_label(state: ServiceState, choice: ModelChoice) -> str:
+    """The name answers carry: the model used, or the weighted sum of several."""
+    weights = choice.weights if choice.weights is not None else state.settings.weight_map
+    if choice.model is None and weights:
+        return " + ".join(f"{w:g} * {name}" for name, w in weights.items())
+    return state.model(choice.model).engine.name
 
 
 def head_outputs(state: ServiceState, scores: Scores) -> list[dict[str, float]] | None:
@@ -345,7 +441,7 @@ def head_outputs(state: ServiceState, scores: Scores) -> list[dict[str, float]] 
     return [dict(zip(names, values, strict=True)) for values in scores.heads]
 
 
-def rewards(state: ServiceState, raw: np.ndarray, want_raw: bool) -> list[float]:
+def rewards(scores: Scores, want_raw: bool) -> list[float]:
     """Rewards as the client asked: normalised unless ``raw``."""
-    values = raw if want_raw else state.engine.normalize(raw)
+    values = scores.raw if want_raw or scores.normalized is None else scores.normalized
     return [float(v) for v in values]

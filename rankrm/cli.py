@@ -565,6 +565,25 @@ def serve(
         Path | None,
         typer.Option(help="Exported model folder (env RANKRM_MODEL_DIR; default models/default)."),
     ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="NAME=DIR, repeatable: several models in one service, the first the default; "
+            "requests pick one with 'model' or a weighted sum with 'weights' (env "
+            "RANKRM_MODELS, comma-separated). Replaces --model-dir.",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weight",
+            help="NAME=WEIGHT, repeatable: requests naming no model get this weighted sum of "
+            "the models' normalised rewards (env RANKRM_WEIGHTS).",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[
         str | None,
         typer.Option(help="Interface (env RANKRM_HOST; default 127.0.0.1; 0.0.0.0 in containers)."),

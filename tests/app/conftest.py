@@ -75,8 +75,9 @@ def running(engine: ControlledEngine, **settings: Any) -> Iterator[Server]:
     One model worker unless ``model_workers`` is given: tests of queueing then know what is
     in the model and what waits (tests of several workers say so)."""
     settings.setdefault("model_workers", 1)
+    others = settings.pop("others", None)
     config = Settings(model_dir=Path("unused"), **settings)
-    application = create_app(config, engine)
+    application = create_app(config, engine, others)
     server = HttpServer(
         uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="on"),
         config.head_limits(),

@@ -183,7 +183,7 @@ def test_every_broken_model_folder_is_one_line_and_exit_2(
 def test_bad_settings_exit_non_zero(model_dir: Path) -> None:
     result = run_serve("--model-dir", str(model_dir), "--max-batch-size", "0")
     assert result.returncode == 2
-    assert "max_batch_size" in result.stderr
+    assert "--max-batch-size 0: Input should be greater than or equal to 1" in result.stderr
 
 
 def test_serve_command_starts_the_service(model_dir: Path) -> None:
