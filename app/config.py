@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         "of by Python's own rule (which ran them every few seconds under overload, each "
         "stopping the event loop for 40-85 ms); 0 leaves Python's rule. See app/collector.py.",
     )
+    reward_fn: str | None = Field(
+        None,
+        description="A rule-based reward added to /get_reward's: module:function or "
+        "file.py:function, called as f(prompt, response, label) -> float | None off the "
+        "event loop (app/rules.py).",
+    )
+    reward_fn_weight: float = Field(1.0, description="Weight of reward_fn's reward in the sum.")
+    reward_fn_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds one reward_fn call may take; past it, a per-sample error."
+    )
     score_temperature: float | None = Field(
         None,
         gt=0,

@@ -22,6 +22,7 @@ from app.errors import install_error_handlers
 from app.intake import Intake
 from app.metrics import Metrics
 from app.priority import lowering_new_threads
+from app.rules import RuleReward
 from app.scoring import Served, ServiceState
 from rankrm import __version__
 
@@ -137,7 +138,15 @@ def create_app(
         name: Served(name, one, Batcher(one, settings, metrics)) for name, one in engines.items()
     }
     first = next(iter(served.values()))
-    state = ServiceState(settings, first.engine, first.batcher, metrics, served)
+    rules = None
+    if settings.reward_fn:
+        rules = RuleReward.load(
+            settings.reward_fn,
+            settings.reward_fn_weight,
+            settings.reward_fn_timeout_s,
+            settings.background_nice,
+        )
+    state = ServiceState(settings, first.engine, first.batcher, metrics, served, rules)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -158,6 +167,8 @@ def create_app(
             state.ready = False
             for one in state.models.values():
                 await one.batcher.stop()
+            if state.rules is not None:
+                state.rules.close()
             state.tokenizer_thread.shutdown(wait=True)
 
     app = FastAPI(

@@ -207,7 +207,7 @@ def group_result(values: list[float], truncated: list[bool], scale: str) -> Grou
     )
 
 
-@router.post("/get_reward", response_model=GetRewardResponse)
+@router.post("/get_reward", response_model=GetRewardResponse, response_model_exclude_none=True)
 async def get_reward(body: GetRewardRequest, request: Request, state: State) -> GetRewardResponse:
     """OpenRLHF's remote reward model protocol. Each ``query`` is the policy's prompt +
     response decoded with its special tokens. A query in a known chat format (see
@@ -217,7 +217,9 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
     whole query is scored as it stands. Rewards are normalised. ``extra_logs`` holds, per
     item: ``policy_format`` (the number of the format recognised, 0 for none),
     ``raw_reward``, ``tokens`` and ``truncated`` (0 or 1); for a model with a multi-output
-    head, also ``head:NAME`` for each output (raw)."""
+    head, also ``head:NAME`` for each output (raw). With a reward function (``--reward-fn``),
+    each reward adds its weighted rule reward, ``extra_logs`` adds ``rule_reward`` (0 where
+    there is none) and ``rule_error`` (0 or 1), and ``errors`` says why per sample."""
     if not body.query:
         return GetRewardResponse(rewards=[], scores=[], extra_logs={})
     given = body.prompts or []
@@ -250,5 +252,17 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
     }
     for name, column in (head_outputs_by_name(state, scores) or {}).items():
         extra_logs[f"head:{name}"] = column
+    errors: list[str | None] | None = None
+    if state.rules is not None:
+        labels = list(body.labels or []) + [None] * (len(responses) - len(body.labels or []))
+        rule_prompts = [given[i] if i < len(given) else None for i in range(len(responses))]
+        ruled = await state.rules.score(rule_prompts, responses, labels)
+        weight = state.rules.weight
+        shown = [
+            r + weight * v if v is not None else r for r, (v, _) in zip(shown, ruled, strict=True)
+        ]
+        extra_logs["rule_reward"] = [v if v is not None else 0.0 for v, _ in ruled]
+        extra_logs["rule_error"] = [float(e is not None) for _, e in ruled]
+        errors = [e for _, e in ruled]
     calibrated = [_sigmoid(r / temperature) for r in shown]
-    return GetRewardResponse(rewards=shown, scores=calibrated, extra_logs=extra_logs)
+    return GetRewardResponse(rewards=shown, scores=calibrated, extra_logs=extra_logs, errors=errors)

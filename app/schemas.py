@@ -295,6 +295,12 @@ class GetRewardResponse(BaseModel):
     rewards: list[float]
     scores: list[float]
     extra_logs: dict[str, list[float]]
+    errors: list[str | None] | None = Field(
+        None,
+        description="With a reward function: per sample, why its rule reward is missing "
+        "(it raised, timed out or returned a non-number), else null; the sample keeps its "
+        "model reward.",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -18,6 +18,7 @@ from app.engine import Engine, InputError, PromptInput
 from app.errors import ErrorKind, ServiceError
 from app.metrics import Metrics
 from app.priority import background_executor
+from app.rules import RuleReward
 from app.schemas import ModelChoice, Prompt, Timings, Usage
 from rankrm.chat import ChatTemplateError
 from rankrm.encoding import Tokens, is_blank, normalise_message
@@ -45,6 +46,7 @@ class ServiceState:
     batcher: Batcher
     metrics: Metrics
     models: dict[str, Served] = field(default_factory=dict)
+    rules: RuleReward | None = None  # the user's rule-based reward (--reward-fn)
     ready: bool = False
     tokenizing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     tokenizer_backlog_chars: int = 0  # characters admitted for tokenisation, not yet done

@@ -674,6 +674,30 @@ def serve(
             rich_help_panel=SERVE,
         ),
     ] = None,
+    reward_fn: Annotated[
+        str | None,
+        typer.Option(
+            help="A rule-based reward added to /get_reward's: module:function or "
+            "file.py:function, f(prompt, response, label) -> float | None (env "
+            "RANKRM_REWARD_FN; default none)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    reward_fn_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of the reward function's reward (env RANKRM_REWARD_FN_WEIGHT; default 1)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
+    reward_fn_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds one reward function call may take; past it a per-sample error (env "
+            "RANKRM_REWARD_FN_TIMEOUT_S; default 5)",
+            rich_help_panel=SERVE,
+        ),
+    ] = None,
     score_temperature: Annotated[
         float | None,
         typer.Option(
@@ -832,6 +856,9 @@ def serve(
         return
     except (ManifestError, RuntimeError, OSError) as exc:
         _fail(f"cannot load the model: {exc}")
+        return
+    except ValueError as exc:  # e.g. a --reward-fn that does not load
+        _fail(f"cannot start: {exc}")
         return
     config = uvicorn.Config(
         application,
