@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from app.engine import PromptInput
 from app.schemas import (
     ERROR_RESPONSES,
-    GROUP_STD_EPSILON,
     CompareRequest,
     CompareResponse,
     Comparison,
@@ -39,6 +37,7 @@ from app.scoring import (
 )
 from app.security import require_api_key, service_state
 from rankrm.formats import FORMAT_IDS, parse_conversation
+from rankrm.groups import group_stats
 
 State = Annotated[ServiceState, Depends(service_state)]
 
@@ -59,7 +58,7 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
-@router.post("/score", response_model=ScoreResponse)
+@router.post("/score", response_model=ScoreResponse, response_model_exclude_none=True)
 async def score_texts(body: ScoreRequest, request: Request, state: State) -> ScoreResponse:
     """One reward per text (or per prompt/response item), in order."""
     prompts: list[PromptInput]
@@ -190,19 +189,13 @@ async def groups(body: GroupsRequest, request: Request, state: State) -> GroupsR
 
 def group_result(values: list[float], truncated: list[bool], scale: str) -> GroupResult:
     """Ranks (1 = best, ties share the better rank) and advantages of one group."""
-    r = np.array(values, dtype=np.float64)
-    mean = float(r.mean())
-    std = float(r.std(ddof=1)) if len(r) > 1 else 0.0
-    advantages = r - mean
-    if scale == "group":
-        advantages = advantages / (std + GROUP_STD_EPSILON)
-    ranks = [1 + sum(other > value for other in values) for value in values]
+    stats = group_stats(values, scale)
     return GroupResult(
         rewards=values,
-        ranks=ranks,
-        advantages=[float(a) for a in advantages],
-        mean=mean,
-        std=std,
+        ranks=stats.ranks,
+        advantages=stats.advantages,
+        mean=stats.mean,
+        std=stats.std,
         truncated=truncated,
     )
 

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from rankrm.encoding import find_unicode_problem, unicode_problem
+from rankrm.groups import STD_EPSILON
 
 
 def _valid_unicode(text: str) -> str:
@@ -212,8 +213,7 @@ class Ranked(BaseModel):
     text: str | None = Field(None, description="The candidate, with return_texts.")
 
 
-GROUP_STD_EPSILON = 1e-4
-"""Added to a group's standard deviation before dividing, as TRL's GRPO does."""
+GROUP_STD_EPSILON = STD_EPSILON
 
 
 class Group(Strict):

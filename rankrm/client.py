@@ -239,6 +239,15 @@ class RewardClient(_Base):
         rewards = self.score(candidates, [prompt] * len(candidates), raw=raw)
         return sorted(enumerate(rewards), key=lambda ir: (-ir[1], ir[0]))
 
+    def score_items(self, items: Sequence[dict[str, Any]], *, raw: bool = False) -> list[float]:
+        """One reward per ``/score`` item (prompt/response, or messages), in order."""
+        out: list[float] = []
+        for a, b in _chunks(len(items), self.max_items()):
+            out += self._request("POST", "/score", {"items": list(items[a:b]), "raw": raw})[
+                "rewards"
+            ]
+        return out
+
     def groups(
         self,
         groups: Sequence[tuple[Prompt, Sequence[str]]],
