@@ -69,7 +69,9 @@ class _Item:
 class Batcher:
     """Queue of texts and the worker task that scores them in batches."""
 
-    def __init__(self, engine: Engine, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, metrics: Metrics, name: str | None = None
+    ) -> None:
         self.engine = engine
         self.max_batch_size = settings.max_batch_size
         self.max_batch_tokens = settings.max_batch_tokens
@@ -82,6 +84,7 @@ class Batcher:
         self._pending: list[_Item] = []
         self._arrival = asyncio.Event()
         self.workers = settings.workers
+        self.model = name or engine.name  # the label of this model's metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = background_executor(settings.background_nice, self.workers, "rankrm-model")
         self._recent_batch_s = 0.05  # for Retry-After estimates
@@ -189,7 +192,7 @@ class Batcher:
                 raw = await loop.run_in_executor(self._executor, self._run, batch, calls)
             except Exception:
                 log.exception("a batch of %d texts failed", len(batch))
-                self.metrics.batch_failures.inc()
+                self.metrics.batch_failures.labels(self.model).inc()
                 error = ServiceError(ErrorKind.MODEL_ERROR, "the model failed on this batch")
                 for item in batch:
                     if not item.future.done():
@@ -238,7 +241,7 @@ class Batcher:
         before = len(self._pending)
         self._pending = [item for item in self._pending if not item.future.done()]
         if len(self._pending) != before:
-            self.metrics.dropped_texts.inc(before - len(self._pending))
+            self.metrics.dropped_texts.labels(self.model).inc(before - len(self._pending))
             self._queued_tokens = sum(item.tokens for item in self._pending)
 
     def _take_batch(self) -> list[_Item]:
@@ -287,8 +290,8 @@ class Batcher:
         return batch
 
     def _gauge(self) -> None:
-        self.metrics.queue_size.set(len(self._pending))
-        self.metrics.queue_wait_estimate.set(self.expected_wait_s())
+        self.metrics.queue_size.labels(self.model).set(len(self._pending))
+        self.metrics.queue_wait_estimate.labels(self.model).set(self.expected_wait_s())
 
     def _record(
         self, batch: list[_Item], calls: list[list[int]], started: float, finished: float
@@ -301,10 +304,10 @@ class Batcher:
             self._s_per_token = (
                 per_token if not self._s_per_token else 0.8 * self._s_per_token + 0.2 * per_token
             )
-        self.metrics.batch_size.observe(len(batch))
-        self.metrics.batch_calls.observe(len(calls))
-        self.metrics.batch_tokens.observe(padded)
-        self.metrics.batch_padding.observe(1 - sum(lengths) / padded)
-        self.metrics.inference_seconds.observe(finished - started)
+        self.metrics.batch_size.labels(self.model).observe(len(batch))
+        self.metrics.batch_calls.labels(self.model).observe(len(calls))
+        self.metrics.batch_tokens.labels(self.model).observe(padded)
+        self.metrics.batch_padding.labels(self.model).observe(1 - sum(lengths) / padded)
+        self.metrics.inference_seconds.labels(self.model).observe(finished - started)
         for item in batch:
-            self.metrics.queue_seconds.observe(started - item.enqueued)
+            self.metrics.queue_seconds.labels(self.model).observe(started - item.enqueued)

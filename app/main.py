@@ -135,7 +135,8 @@ def create_app(
         )
     metrics = Metrics.create()
     served = {
-        name: Served(name, one, Batcher(one, settings, metrics)) for name, one in engines.items()
+        name: Served(name, one, Batcher(one, settings, metrics, name))
+        for name, one in engines.items()
     }
     first = next(iter(served.values()))
     rules = None

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+_MODEL = ("model",)  # per-model metrics carry the model's name
+
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -60,47 +62,65 @@ class Metrics:
                 buckets=_LATENCY,
                 registry=r,
             ),
-            texts=Counter("rankrm_texts", "Texts scored", registry=r),
-            queue_size=Gauge("rankrm_queue_size", "Texts waiting for a batch", registry=r),
+            texts=Counter("rankrm_texts", "Texts scored", labelnames=_MODEL, registry=r),
+            queue_size=Gauge(
+                "rankrm_queue_size", "Texts waiting for a batch", labelnames=_MODEL, registry=r
+            ),
             queue_seconds=Histogram(
                 "rankrm_queue_seconds",
                 "Time a text waited for its batch",
                 buckets=_LATENCY,
+                labelnames=_MODEL,
                 registry=r,
             ),
             inference_seconds=Histogram(
-                "rankrm_inference_seconds", "Model time per batch", buckets=_LATENCY, registry=r
+                "rankrm_inference_seconds",
+                "Model time per batch",
+                buckets=_LATENCY,
+                labelnames=_MODEL,
+                registry=r,
             ),
             tokenize_seconds=Histogram(
                 "rankrm_tokenize_seconds", "Tokenisation per request", buckets=_LATENCY, registry=r
             ),
             batch_size=Histogram(
-                "rankrm_batch_size", "Texts per batch", buckets=_SIZES, registry=r
+                "rankrm_batch_size",
+                "Texts per batch",
+                buckets=_SIZES,
+                labelnames=_MODEL,
+                registry=r,
             ),
             batch_calls=Histogram(
                 "rankrm_batch_model_calls",
                 "Model calls per batch (split by length where padding costs more than a call)",
                 buckets=(1, 2, 3, 4, 6, 8, 16),
+                labelnames=_MODEL,
                 registry=r,
             ),
             batch_tokens=Histogram(
                 "rankrm_batch_tokens",
                 "Tokens per batch, padding included (summed over its calls)",
                 buckets=tuple(64 * 2**i for i in range(10)),
+                labelnames=_MODEL,
                 registry=r,
             ),
             batch_padding=Histogram(
                 "rankrm_batch_padding_ratio",
                 "Share of a batch that is padding",
                 buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75),
+                labelnames=_MODEL,
                 registry=r,
             ),
             batch_failures=Counter(
-                "rankrm_batch_failures", "Batches the model failed on", registry=r
+                "rankrm_batch_failures",
+                "Batches the model failed on",
+                labelnames=_MODEL,
+                registry=r,
             ),
             dropped_texts=Counter(
                 "rankrm_dropped_texts",
                 "Texts dropped before scoring because their request was gone",
+                labelnames=_MODEL,
                 registry=r,
             ),
             inflight_bytes=Gauge(
@@ -114,6 +134,7 @@ class Metrics:
             queue_wait_estimate=Gauge(
                 "rankrm_queue_wait_estimate_seconds",
                 "Model time the queued texts need, at the measured speed",
+                labelnames=_MODEL,
                 registry=r,
             ),
             held_retries=Counter(

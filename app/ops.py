@@ -67,5 +67,6 @@ async def info(request: Request) -> dict[str, Any]:
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     state: ServiceState = request.app.state.service
-    state.metrics.queue_size.set(state.batcher.queued)
+    for one in state.models.values():
+        state.metrics.queue_size.labels(one.batcher.model).set(one.batcher.queued)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

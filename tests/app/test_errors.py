@@ -191,7 +191,8 @@ def test_a_failing_batch_fails_only_its_own_requests(engine: ControlledEngine) -
         assert statuses == [200, 503, 200, 200]
         check_error(responses[1], 503, "model_error", "failed")
         assert httpx.post(f"{s.url}/score", json={"texts": ["good"]}).status_code == 200
-        assert "rankrm_batch_failures_total 1.0" in httpx.get(f"{s.url}/metrics").text
+        failures = f'rankrm_batch_failures_total{{model="{engine.name}"}} 1.0'
+        assert failures in httpx.get(f"{s.url}/metrics").text
 
 
 def test_disconnected_client_costs_no_compute(engine: ControlledEngine) -> None:
@@ -205,7 +206,7 @@ def test_disconnected_client_costs_no_compute(engine: ControlledEngine) -> None:
         seen = [ids for batch in engine.batches for ids in batch]
         assert tuple(engine.encode([None], ["gone away"])[0].ids) not in seen
         metrics = httpx.get(f"{s.url}/metrics").text
-        assert "rankrm_dropped_texts_total 1.0" in metrics
+        assert f'rankrm_dropped_texts_total{{model="{engine.name}"}} 1.0' in metrics
 
 
 def test_api_keys(engine: ControlledEngine) -> None:

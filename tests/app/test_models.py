@@ -134,3 +134,12 @@ def test_models_load_from_their_folders_under_the_names_given(
     app = create_app(settings)
     assert list(app.state.service.models) == ["b", "a"]  # the first is the default
     assert app.state.service.engine.name == "second"
+
+
+def test_metrics_are_labelled_by_model(two: Server) -> None:
+    score(two)
+    score(two, model="second")
+    metrics = httpx.get(f"{two.url}/metrics").text
+    for name in ("model", "second"):
+        assert f'rankrm_texts_total{{model="{name}"}}' in metrics
+        assert f'rankrm_batch_size_count{{model="{name}"}}' in metrics
