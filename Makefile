@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: serve test lint fuzz conformance train-sst5 train-seed-zh model bench hardening clean
+.PHONY: serve test test-fast lint fuzz conformance train-sst5 train-seed-zh model bench hardening clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(BIN)/pytest -q
+
+# The inner loop: lint and every test not marked slow (make test, what CI runs, runs all).
+test-fast: lint
+	$(BIN)/pytest -q -m "not slow"
 
 # The fuzzing suite at length (make test runs it with 40 examples a test): 100,000
 # requests, new examples each run; the tally of statuses goes to docs/fuzz.json.

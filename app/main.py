@@ -28,8 +28,6 @@ from rankrm import __version__
 
 log = logging.getLogger("rankrm.service")
 
-_OPEN = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc"}
-
 
 class JsonBodies:
     """Read every POST body as JSON, whatever Content-Type says (curl -d sends a form type):
@@ -48,9 +46,10 @@ class JsonBodies:
 class RequestMetrics:
     """Counts requests by endpoint and status and times them (pure ASGI, no body copies)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, known: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        self.known = known  # the app's routes; any other path counts as "other"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,12 +71,9 @@ class RequestMetrics:
             raise
         finally:
             path = scope["path"]
-            endpoint = path if path in _KNOWN else "other"
+            endpoint = path if path in self.known else "other"
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.request_seconds.labels(endpoint).observe(time.monotonic() - started)
-
-
-_KNOWN = {"/score", "/compare", "/rank", "/groups", "/get_reward", "/info", *_OPEN}
 
 
 def describe(settings: Settings, engine: Engine) -> str:
@@ -192,5 +188,7 @@ def create_app(
             allow_headers=["authorization", "x-api-key", "content-type"],
         )
     app.add_middleware(Intake, state=state)
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    every = [*app.routes, *routes.router.routes, *ops.router.routes]
+    known = frozenset(path for route in every if (path := getattr(route, "path", "")))
+    app.add_middleware(RequestMetrics, metrics=metrics, known=known)
     return app

@@ -330,7 +330,7 @@ def train(
     except DataError as exc:
         _fail(_with_skip_hint(exc, skip_bad))
         return
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # e.g. no backbone installed
         _fail(str(exc))
         return
     summary = {
@@ -527,7 +527,7 @@ def export(
     except DataError as exc:
         _fail(_with_skip_hint(exc, skip_bad))
         return
-    except (ExportError, ExportCheckError, ValueError, FileNotFoundError) as exc:
+    except (ExportError, ExportCheckError, ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
         return
     summary = {

@@ -48,8 +48,8 @@ class Normalization:
                 "infinite, or in reverse order)"
             )
 
-    def apply(self, raw: float) -> float:
-        """The normalised reward of one raw model output."""
+    def apply(self, raw: Any) -> Any:
+        """The normalised reward of a raw model output, or of an array of them."""
         return (raw - self.offset) / self.scale
 
 

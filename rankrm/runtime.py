@@ -200,5 +200,5 @@ class OnnxRewardModel:
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         """Apply the manifest's normalisation (offset and scale)."""
-        norm = self.normalization
-        return (raw - norm.offset) / norm.scale
+        normalized: np.ndarray = self.normalization.apply(raw)
+        return normalized

@@ -406,12 +406,10 @@ class RatedText:
 def read_rated(path: Path | str, skip_bad: bool = False) -> list[RatedText]:
     """Rated texts of a ``LABEL<TAB>TEXT`` or ``{"text", "score"}`` file, as they are."""
     path = Path(path)
-    skipped: list[DataError] = []
 
     def fail(where: str, problem: str) -> None:
         if not skip_bad:
             raise DataError(path, where, problem)
-        skipped.append(DataError(path, where, problem))
 
     return _read_rated(path, fail)
 

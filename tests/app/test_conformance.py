@@ -31,6 +31,8 @@ MULTI = [
     {"role": "assistant", "content": "7"},
 ]
 
+pytestmark = pytest.mark.slow
+
 
 def reward_model_folder(folder: Path, family: str) -> Path:
     """A tiny random decoder reward model (num_labels=1) with a ChatML tokenizer.

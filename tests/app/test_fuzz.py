@@ -77,6 +77,8 @@ SHAPED = st.one_of(
     ),
 )
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def fuzz_url(model_dir: Path) -> Iterator[str]:

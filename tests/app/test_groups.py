@@ -107,3 +107,10 @@ def test_rank_top_k_and_texts(server: Server) -> None:
     full = httpx.post(f"{server.url}/rank", json={"candidates": candidates}).json()["ranking"]
     assert [r["index"] for r in full[:2]] == [r["index"] for r in ranking]
     assert all(r["text"] is None for r in full)
+
+
+def test_the_endpoint_is_counted_under_its_own_name(server: Server) -> None:
+    """Request metrics take their endpoint names from the routers: no list to keep."""
+    httpx.post(f"{server.url}/groups", json={"groups": [{"completions": ["good"]}]})
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'rankrm_requests_total{endpoint="/groups",status="200"}' in metrics

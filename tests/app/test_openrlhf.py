@@ -29,6 +29,8 @@ from tests.app.test_main import free_port, wait_ready
 
 logger = logging.getLogger("openrlhf-client")
 
+pytestmark = pytest.mark.slow
+
 
 # ------------------------------------------------------------- copied from OpenRLHF
 
