@@ -46,12 +46,12 @@ router = APIRouter(
 )
 
 
-def head_outputs_by_name(state: ServiceState, scores: Scores) -> dict[str, list[float]] | None:
+def head_outputs_by_name(scores: Scores) -> dict[str, list[float]] | None:
     """A multi-output head's outputs as one list per output name (OpenRLHF's layout)."""
-    per_input = head_outputs(state, scores)
+    per_input = head_outputs(scores)
     if per_input is None:
         return None
-    return {name: [one[name] for one in per_input] for name in state.engine.heads}
+    return {name: [one[name] for one in per_input] for name in scores.head_names}
 
 
 def _sigmoid(x: float) -> float:
@@ -86,7 +86,7 @@ async def score_texts(body: ScoreRequest, request: Request, state: State) -> Sco
         normalized=not body.raw,
         rewards=rewards(scores, body.raw),
         truncated=scores.truncated,
-        heads=head_outputs(state, scores) if body.return_heads else None,
+        heads=head_outputs(scores) if body.return_heads else None,
         usage=scores.usage,
         timings=scores.timings,
     )
@@ -243,7 +243,7 @@ async def get_reward(body: GetRewardRequest, request: Request, state: State) -> 
         "tokens": [float(n) for n in scores.tokens],
         "truncated": [float(t) for t in scores.truncated],
     }
-    for name, column in (head_outputs_by_name(state, scores) or {}).items():
+    for name, column in (head_outputs_by_name(scores) or {}).items():
         extra_logs[f"head:{name}"] = column
     errors: list[str | None] | None = None
     if state.rules is not None:

@@ -87,7 +87,8 @@ class Scores:
     normalized: np.ndarray | None = None  # the rewards as the model's normalisation gives them
     tokens: list[int] = field(default_factory=list)  # per input, as the model read it
     truncated: list[bool] = field(default_factory=list)  # per input
-    heads: list[tuple[float, ...]] = field(default_factory=list)  # per input (engine.heads)
+    heads: list[tuple[float, ...]] = field(default_factory=list)  # per input (head_names)
+    head_names: list[str] = field(default_factory=list)  # the scoring model's outputs
 
 
 def chat_turns(messages: Sequence[Mapping[str, str]], where: str) -> list[dict[str, str]]:
@@ -325,6 +326,7 @@ async def score(
         tokens=[len(e.ids) for e in encodings],
         truncated=[e.truncated for e in encodings],
         heads=[r.heads for r in results],
+        head_names=list(use.engine.heads),
     )
 
 
@@ -375,6 +377,7 @@ async def score_with(
         tokens=first.tokens,
         truncated=[any(t) for t in zip(*(p.truncated for p in parts), strict=True)],
         heads=first.heads,
+        head_names=first.head_names,
     )
 
 
@@ -423,6 +426,7 @@ async def score_in_slices(
         tokens=[n for p in parts for n in p.tokens],
         truncated=[t for p in parts for t in p.truncated],
         heads=[h for p in parts for h in p.heads],
+        head_names=parts[0].head_names,
     )
 
 
@@ -434,13 +438,12 @@ def model_label(state: ServiceState, choice: ModelChoice) -> str:
     return state.model(choice.model).engine.name
 
 
-def head_outputs(state: ServiceState, scores: Scores) -> list[dict[str, float]] | None:
-    """Each input's multi-output head, by output name (raw, as the model gives them); None
-    for a one-output model."""
-    names = state.engine.heads
-    if not names:
+def head_outputs(scores: Scores) -> list[dict[str, float]] | None:
+    """Each input's multi-output head, by output name (raw, as the model that scored them
+    gives them); None for a one-output model."""
+    if not scores.head_names:
         return None
-    return [dict(zip(names, values, strict=True)) for values in scores.heads]
+    return [dict(zip(scores.head_names, values, strict=True)) for values in scores.heads]
 
 
 def rewards(scores: Scores, want_raw: bool) -> list[float]:

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rankrm.groups import group_stats
 
 Item = dict[str, Any]  # a /score item: {"prompt"?, "response"} or {"messages"}
@@ -193,14 +191,7 @@ def local_scorer(model_dir: Path, threads: int | None = None) -> Scorer:
                 tokens += model.encode_conversations([item["messages"]])
             else:
                 tokens += model.encode([item["prompt"]], [item["response"]])
-        order = sorted(range(len(tokens)), key=lambda i: len(tokens[i].ids))
-        raw = [0.0] * len(tokens)
-        for start in range(0, len(order), 32):
-            idx = order[start : start + 32]
-            values = model.run_encodings([tokens[i] for i in idx])
-            for i, value in zip(idx, values, strict=True):
-                raw[i] = float(value)
-        return [float(v) for v in model.normalize(np.array(raw, dtype=np.float32))]
+        return [float(v) for v in model.normalize(model.raw_scores_of(tokens))]
 
     return score
 

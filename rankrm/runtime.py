@@ -190,7 +190,12 @@ class OnnxRewardModel:
         self, prompts: Sequence[str | None], responses: Sequence[str], batch_size: int = 32
     ) -> np.ndarray:
         """Raw rewards ``(N,)`` in input order; batches group inputs of similar length."""
-        encodings = self.encode(prompts, responses)
+        return self.raw_scores_of(self.encode(prompts, responses), batch_size)
+
+    def raw_scores_of(
+        self, encodings: Sequence[Tokens | Encoding], batch_size: int = 32
+    ) -> np.ndarray:
+        """Raw rewards ``(N,)`` of encoded inputs, in order, batched by length."""
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         out = np.empty(len(encodings), dtype=np.float32)
         for start in range(0, len(order), batch_size):
