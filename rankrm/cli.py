@@ -26,6 +26,15 @@ app = typer.Typer(
 )
 
 
+def _add_annotate() -> None:
+    from rankrm.annotate.cli import app as annotate
+
+    app.add_typer(annotate, name="annotate")
+
+
+_add_annotate()
+
+
 class Format(StrEnum):
     """Input layouts (see ``training.data``)."""
 

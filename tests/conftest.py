@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import string
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -108,3 +111,16 @@ def build_chat_tokenizer(folder: Path, template: str | None = CHATML) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(folder)
     return folder
+
+
+def start_in_thread(server: uvicorn.Server) -> tuple[threading.Thread, int]:
+    """Run a uvicorn server on its thread until it listens; returns (thread, port)."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    port: int = server.servers[0].sockets[0].getsockname()[1]
+    return thread, port

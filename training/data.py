@@ -10,7 +10,8 @@ Layouts (``--format``):
     per record:
 
     * ranking lists ``{"prompt"?, "responses": [best, ..., worst], "ranks"?: [1, ...]}``
-      (rank 1 is best; equal ranks are ties and give no pair);
+      (rank 1 is best; equal ranks are ties and give no pair; ``id``, ``annotator`` and
+      ``annotators``, as ``rankrm annotate export`` writes them, are kept out of training);
     * TRL pairs ``{"prompt"?, "chosen", "rejected"}`` with strings or chat-message lists
       (without a prompt, the shared leading messages are the prompt);
     * Anthropic HH transcripts (``"\\n\\nHuman: ... \\n\\nAssistant: ..."`` strings; the
@@ -199,7 +200,9 @@ def _optional_string(value: Any) -> str | None:
 
 
 def _list_from_ranking(record: Mapping[str, Any]) -> RankingList:
-    _check_fields(record, {"prompt", "responses", "ranks", "id"}, "ranking list")
+    _check_fields(
+        record, {"prompt", "responses", "ranks", "id", "annotator", "annotators"}, "ranking list"
+    )
     responses = record["responses"]
     if not isinstance(responses, list):
         raise ValueError("field 'responses' must be a list of strings")

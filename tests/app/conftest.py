@@ -21,6 +21,7 @@ from app.main import create_app
 from app.server import Server as HttpServer
 from rankrm.encoding import Tokens
 from rankrm.runtime import OnnxRewardModel
+from tests.conftest import start_in_thread
 
 
 class ControlledEngine(OnnxEngine):
@@ -83,14 +84,7 @@ def running(engine: ControlledEngine, **settings: Any) -> Iterator[Server]:
         config.head_limits(),
         config.max_connections,
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_in_thread(server)
     try:
         yield Server(f"http://127.0.0.1:{port}", application, engine)
     finally:
