@@ -35,8 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorKind, ServiceError, error_response
 from app.metrics import Metrics
-from app.scoring import ServiceState
 from app.security import check_key, presented_key
+from app.state import ServiceState
 
 log = logging.getLogger("rankrm.service")
 
@@ -176,8 +176,7 @@ class Intake:
     def _admit(self, headers: dict[bytes, bytes]) -> None:
         """Refuse a scoring request that cannot be served, before its body is read."""
         state = self.state
-        if not state.ready:
-            raise ServiceError(ErrorKind.NOT_READY, "the model is not loaded yet, or shutting down")
+        state.require_ready()
         authorization = headers.get(b"authorization")
         x_api_key = headers.get(b"x-api-key")
         check_key(

@@ -23,7 +23,7 @@ from app.intake import Intake
 from app.metrics import Metrics
 from app.priority import lowering_new_threads
 from app.rules import RuleReward
-from app.scoring import Served, ServiceState
+from app.state import Served, ServiceState
 from rankrm import __version__
 
 log = logging.getLogger("rankrm.service")

@@ -7,9 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.errors import ErrorKind, ServiceError
-from app.scoring import ServiceState
 from app.security import require_api_key
+from app.state import ServiceState
 
 router = APIRouter(tags=["operations"])
 
@@ -24,8 +23,7 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> dict[str, Any]:
     """Readiness: model loaded and batch worker running (503 otherwise)."""
     state: ServiceState = request.app.state.service
-    if not (state.ready and state.running):
-        raise ServiceError(ErrorKind.NOT_READY, "not ready: model loading or shutting down")
+    state.require_ready()
     return {"status": "ready", "model": state.engine.name, "queued": state.batcher.queued}
 
 

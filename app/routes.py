@@ -26,7 +26,6 @@ from app.schemas import (
 )
 from app.scoring import (
     Scores,
-    ServiceState,
     conversation_input,
     head_outputs,
     model_label,
@@ -36,6 +35,7 @@ from app.scoring import (
     score_with,
 )
 from app.security import require_api_key, service_state
+from app.state import ServiceState
 from rankrm.formats import FORMAT_IDS, parse_conversation
 from rankrm.groups import group_stats
 

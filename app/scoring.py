@@ -5,76 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from fastapi import Request
 
-from app.batcher import Batcher, Scored
+from app.batcher import Scored
 from app.config import Settings
 from app.engine import Engine, InputError, PromptInput
 from app.errors import ErrorKind, ServiceError
-from app.metrics import Metrics
-from app.priority import background_executor
-from app.rules import RuleReward
 from app.schemas import ModelChoice, Prompt, Timings, Usage
+from app.state import Served, ServiceState
 from rankrm.chat import ChatTemplateError
 from rankrm.encoding import Tokens, is_blank, normalise_message
 
 _INLINE_CHARS = 2048  # tokenised on the event loop up to this many characters (< 1 ms)
 _SLICE_CHARS = 256 * 1024  # larger requests: in a thread, a slice of about this many at a time
-
-
-@dataclass
-class Served:
-    """One loaded model and the batcher that owns it."""
-
-    name: str
-    engine: Engine
-    batcher: Batcher
-
-
-@dataclass
-class ServiceState:
-    """What the routes share: built once by ``create_app``. ``engine`` and ``batcher`` are
-    the default model's; ``models`` holds every model by name (the default first)."""
-
-    settings: Settings
-    engine: Engine
-    batcher: Batcher
-    metrics: Metrics
-    models: dict[str, Served] = field(default_factory=dict)
-    rules: RuleReward | None = None  # the user's rule-based reward (--reward-fn)
-    ready: bool = False
-    tokenizing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
-    tokenizer_backlog_chars: int = 0  # characters admitted for tokenisation, not yet done
-    s_per_char: float = 0.0  # measured tokenisation speed (moving average)
-    # large requests' slices, one at a time, below the event loop's priority
-    tokenizer_thread: ThreadPoolExecutor = field(init=False)
-
-    def __post_init__(self) -> None:
-        nice = self.settings.background_nice
-        self.tokenizer_thread = background_executor(nice, 1, "rankrm-tokenize")
-        if not self.models:
-            self.models = {self.engine.name: Served(self.engine.name, self.engine, self.batcher)}
-
-    def model(self, name: str | None, where: str = "model") -> Served:
-        """The model a request names (None: the default); 422 naming the loaded ones."""
-        if name is None:
-            return next(iter(self.models.values()))
-        if name not in self.models:
-            raise ServiceError(
-                ErrorKind.INVALID_REQUEST,
-                f"{where}: no model named {name!r}; loaded: {', '.join(self.models)}",
-            )
-        return self.models[name]
-
-    @property
-    def running(self) -> bool:
-        """Whether every model's batch workers are alive."""
-        return all(served.batcher.running for served in self.models.values())
 
 
 @dataclass

@@ -9,14 +9,13 @@ from fastapi import Request
 from pydantic import SecretStr
 
 from app.errors import ErrorKind, ServiceError
-from app.scoring import ServiceState
+from app.state import ServiceState
 
 
 async def service_state(request: Request) -> ServiceState:
     """The state ``create_app`` built; 503 until the model is loaded and the worker runs."""
     state: ServiceState = request.app.state.service
-    if not state.ready or not state.running:
-        raise ServiceError(ErrorKind.NOT_READY, "the model is not loaded yet, or shutting down")
+    state.require_ready()
     return state
 
 

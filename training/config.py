@@ -82,3 +82,21 @@ class TrainConfig:
         """Names of the fields a user sets (the CLI test checks each is an option);
         ``command`` is recorded by the CLI itself."""
         return [f.name for f in fields(cls) if f.name != "command"]
+
+
+def train_command(run: dict[str, Any]) -> str:
+    """The command that reproduces the run: as it was typed when the CLI started it, else
+    rebuilt from its configuration (every option that differs from the default)."""
+    if not run:
+        return "(the checkpoint has no run configuration next to it)"
+    if run.get("command"):
+        return str(run["command"])
+    defaults = TrainConfig(train_file=Path(run["train_file"]), out=Path(run["out"])).to_json()
+    skip = {"out", "train_file", "progress", "resume", "command"}
+    args = [f"rankrm train {run['train_file']}", f"--out {run['out']}"]
+    for key, value in run.items():
+        if key in skip or value == defaults.get(key) or value is None or value is False:
+            continue
+        flag = "--dev" if key == "dev_file" else "--" + key.replace("_", "-")
+        args.append(flag if value is True else f"{flag} {value}")
+    return " \\\n    ".join(args)

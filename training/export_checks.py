@@ -16,12 +16,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from rankrm.runtime import OnnxRewardModel
+from training.data import RankingList
+from training.errors import ExportCheckError
 
 Text = tuple[str | None, str]  # (prompt, response)
-
-
-class ExportCheckError(RuntimeError):
-    """An exported model failed a check; the export is not written."""
 
 
 def sample_texts(texts: Sequence[Text], n: int, seed: int) -> list[Text]:
@@ -121,3 +119,16 @@ def summarize(values: dict[str, Any]) -> str:
     return ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
     )
+
+
+def texts_of(lists: Sequence[RankingList]) -> list[Text]:
+    """Every (prompt, response) of ``lists``, in order, duplicates kept."""
+    return [(lst.prompt, r) for lst in lists for r in lst.responses]
+
+
+def scored(model: OnnxRewardModel, texts: Sequence[Text]) -> np.ndarray:
+    """Normalised rewards of ``texts``, each distinct text scored once."""
+    unique = list(dict.fromkeys(texts))
+    raw = model.raw_scores([p for p, _ in unique], [r for _, r in unique])
+    by_text = dict(zip(unique, model.normalize(raw), strict=True))
+    return np.array([by_text[t] for t in texts], dtype=np.float32)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -28,3 +31,16 @@ def swap_in(staging: Path, out: Path) -> None:
         os.replace(out, old)
     os.replace(staging, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A private folder beside ``out`` to build in: swapped in for ``out`` when the block
+    ends without error (see :func:`swap_in`), removed whatever happens."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield staging
+        swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

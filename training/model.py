@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from rankrm.chat import ChatTemplate
 from rankrm.encoding import EncodingSpec, configure_tokenizer, encode_pairs, pad_batch
 from training.data import RankingList
-from training.fsutil import swap_in
+from training.fsutil import staged_folder
 
 ENCODING_FILE = "rankrm_encoding.json"
 
@@ -359,10 +357,7 @@ def save_checkpoint(
     A crash leaves either the old folder or the new one, never half of one; if it strikes
     between the two renames, ``<out>.old`` holds the previous checkpoint.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(Path(out)) as staging:
         reward_model.model.save_pretrained(staging, safe_serialization=True)
         # Loaded the usual way (AutoTokenizer, then ``tok(prompt, response, truncation=True)``)
         # the checkpoint must cut over-long inputs where rankrm cut them in training.
@@ -385,10 +380,6 @@ def save_checkpoint(
                 (staging / name).write_text(json.dumps(payload, indent=2) + "\n")
             else:
                 torch.save(payload, staging / name)
-        swap_in(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def latest_checkpoint(out: Path) -> Path | None:

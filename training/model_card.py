@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +43,6 @@ def _what(run: dict[str, Any]) -> str:
     )
 
 
-def _train_command(run: dict[str, Any]) -> str:
-    """The command that reproduces the run: as it was typed when the CLI started it, else
-    rebuilt from its configuration (every option that differs from the default)."""
-    if not run:
-        return "(the checkpoint has no run configuration next to it)"
-    if run.get("command"):
-        return str(run["command"])
-    from training.config import TrainConfig
-
-    defaults = TrainConfig(train_file=Path(run["train_file"]), out=Path(run["out"])).to_json()
-    skip = {"out", "train_file", "progress", "resume", "command"}
-    args = [f"rankrm train {run['train_file']}", f"--out {run['out']}"]
-    for key, value in run.items():
-        if key in skip or value == defaults.get(key) or value is None or value is False:
-            continue
-        flag = "--dev" if key == "dev_file" else "--" + key.replace("_", "-")
-        args.append(flag if value is True else f"{flag} {value}")
-    return " \\\n    ".join(args)
-
-
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for split in ("dev", "test"):
@@ -83,13 +64,16 @@ def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
     return lines or ["No evaluation data was given to the export.", ""]
 
 
-def write_model_card(folder: Path, manifest: Manifest, run: dict[str, Any], config: Any) -> None:
-    """Write ``folder/README.md`` from the manifest and the training configuration."""
-    from rankrm.runtime import OnnxRewardModel
-
-    model = OnnxRewardModel.load(folder)
-    raw = model.raw_scores([p for p, _ in SANITY], [t for _, t in SANITY])
-    rewards = model.normalize(raw)
+def write_model_card(
+    folder: Path,
+    manifest: Manifest,
+    run: dict[str, Any],
+    command: str,
+    sanity_rewards: Sequence[float],
+) -> None:
+    """Write ``folder/README.md`` from the manifest, the run's configuration and the command
+    that made it, and the exported model's rewards of the :data:`SANITY` texts."""
+    rewards = sanity_rewards
     q = manifest.quantization
     norm = manifest.normalization
     lines = [
@@ -112,7 +96,7 @@ def write_model_card(folder: Path, manifest: Manifest, run: dict[str, Any], conf
         f"Data: `{run.get('train_file', 'unknown')}` (dev: `{run.get('dev_file')}`).",
         "",
         "```bash",
-        _train_command(run),
+        command,
         "```",
         "",
         "## Evaluation",

@@ -7,6 +7,7 @@ Follow one ranking through the modules:
 ``database``    open SQLite (WAL) or PostgreSQL, migrate the schema with alembic
 ``schema``      the tables: tasks, annotators, assignments (one row per task shown)
 ``store``       serve the next task, take a submission, skip, cannot-rank, undo
+``replies``     what the store answers: its refusals (AnnotateError) and records
 ``web``         the FastAPI app: the page, its JSON API, the dashboard
 ``consensus``   orders with ties, Borda and ranked pairs, agreement and Kendall's W
 ``stats``       the dashboard's figures and plots

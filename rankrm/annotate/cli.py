@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from rankrm.commands.options import fail
+
 if TYPE_CHECKING:
     from rankrm.annotate.store import Store
 
@@ -44,11 +46,6 @@ DB_HELP = (
 Db = Annotated[str, typer.Option(help=DB_HELP, envvar="RANKRM_ANNOTATE_DB")]
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
-
-
 def _open(db: str, overlap: int = 1, timeout: float = 1800.0) -> Store:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,7 +56,7 @@ def _open(db: str, overlap: int = 1, timeout: float = 1800.0) -> Store:
         engine = make_engine(db)
         migrate(engine)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
-        _fail(f"cannot open the database {db!r}: {str(exc).splitlines()[0]}")
+        fail(f"cannot open the database {db!r}: {str(exc).splitlines()[0]}")
     return Store(engine, overlap=overlap, timeout=timeout)
 
 
@@ -70,9 +67,9 @@ def _load(store: Store, files: list[Path]) -> None:
         try:
             report = store.load(read_tasks(path), source=path.name)
         except TaskFileError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except ValueError as exc:
-            _fail(f"{path}: {exc}")
+            fail(f"{path}: {exc}")
         typer.echo(f"{path}: {report.added} tasks added, {report.unchanged} already there")
 
 
@@ -82,18 +79,18 @@ def _tokens(path: Path) -> dict[str, str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"--auth {path}: cannot read: {exc}")
+        fail(f"--auth {path}: cannot read: {exc}")
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.split()
         if len(parts) != 2 or len(parts[1]) < 16:
-            _fail(f"{path}:{number}: expected 'NAME TOKEN' with a token of 16+ characters")
+            fail(f"{path}:{number}: expected 'NAME TOKEN' with a token of 16+ characters")
         if parts[1] in tokens:
-            _fail(f"{path}:{number}: this token is already given to {tokens[parts[1]]!r}")
+            fail(f"{path}:{number}: this token is already given to {tokens[parts[1]]!r}")
         tokens[parts[1]] = parts[0]
     if not tokens:
-        _fail(f"--auth {path}: no annotators in the file")
+        fail(f"--auth {path}: no annotators in the file")
     return tokens
 
 
@@ -143,7 +140,7 @@ def serve(
         try:
             text = guidelines.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"--guidelines {guidelines}: cannot read: {exc}")
+            fail(f"--guidelines {guidelines}: cannot read: {exc}")
     settings = AppSettings(
         guidelines=text, tokens=_tokens(auth) if auth else {}, consensus=consensus.value
     )
@@ -169,7 +166,7 @@ def _score(store: Store, reward_url: str) -> None:
     try:
         scored = score_tasks(store, reward_url)
     except (RewardServiceError, httpx.HTTPError) as exc:
-        _fail(f"--reward-url {reward_url}: cannot score the tasks: {exc}")
+        fail(f"--reward-url {reward_url}: cannot score the tasks: {exc}")
     typer.echo(f"{scored} tasks scored by the model at {reward_url}")
 
 
@@ -192,5 +189,5 @@ def export(
     try:
         report = run(store, out, consensus.value, min_rankings)
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc}")
+        fail(f"cannot write {out}: {exc}")
     typer.echo(json.dumps({"out": str(out), **report.__dict__}))

@@ -14,9 +14,10 @@ from sqlalchemy import select
 
 from rankrm.annotate.consensus import CONSENSUS, Ranks, kendall_w, pair_agreement, ranks_of
 from rankrm.annotate.model_loop import model_ranks
+from rankrm.annotate.replies import Progress
 from rankrm.annotate.schema import CANNOT_RANK, FINISHED, SKIPPED, SUBMITTED, Annotator, Assignment
 from rankrm.annotate.schema import Task as TaskRow
-from rankrm.annotate.store import Progress, Store
+from rankrm.annotate.store import Store
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rankrm.annotate.consensus import Order, Ranks, ranks_of, validate_order
 from rankrm.annotate.model_loop import priority
+from rankrm.annotate.replies import AnnotateError, LoadReport, Progress, Shown, conflict
 from rankrm.annotate.schema import (
     ACTIVE,
     CANNOT_RANK,
@@ -36,45 +37,6 @@ MAX_REASON = 2000
 MAX_NAME = 200
 _CANDIDATES = 20  # tasks tried per attempt before re-reading the queue
 _ATTEMPTS = 10
-
-
-class AnnotateError(Exception):
-    """A request the store refuses: ``status`` is the HTTP status, ``code`` a stable word."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status, self.code, self.message = status, code, message
-        super().__init__(message)
-
-
-def _conflict(message: str) -> AnnotateError:
-    return AnnotateError(409, "conflict", message)
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    added: int
-    unchanged: int
-
-
-@dataclass(frozen=True)
-class Progress:
-    total: int  # tasks
-    complete: int  # tasks with all N judgements
-    judgements: int  # rankings and cannot-rank flags, all annotators
-    mine: int  # this annotator's
-
-
-@dataclass(frozen=True)
-class Shown:
-    """A task as the page shows it: responses in an order shuffled per assignment."""
-
-    assignment: str
-    task_id: str
-    prompt: Any
-    responses: list[dict[str, Any]]  # {"index": original index, "text"}
-    expires_at: float
-    previous: Order | None = None  # the ranking being undone, to start from
-    previous_reason: str | None = None
 
 
 @dataclass
@@ -171,7 +133,7 @@ class Store:
                     return annotator.id
             except IntegrityError:
                 continue
-        raise _conflict(f"annotator {name!r} could not be created; try again")
+        raise conflict(f"annotator {name!r} could not be created; try again")
 
     # ------------------------------------------------------------------ the queue
 
@@ -193,7 +155,7 @@ class Store:
                 shown = self._claim(annotator_id, task_id, taken)
                 if shown is not None:
                     return shown
-        raise _conflict("too many annotators asked at once; ask again")
+        raise conflict("too many annotators asked at once; ask again")
 
     def _require(self, annotator_id: int) -> None:
         with self.sessions() as session:
@@ -290,14 +252,14 @@ class Store:
             raise AnnotateError(422, "invalid_request", "'assignment' must be an assignment id")
         assignment = session.get(Assignment, assignment_id)
         if assignment is None:
-            raise _conflict(
+            raise conflict(
                 f"assignment {assignment_id!r} is not open: it expired (the task went back to "
                 "the queue) or was never given; ask for the next task"
             )
         if assignment.annotator_id != annotator_id:
             raise AnnotateError(403, "forbidden", f"assignment {assignment_id!r} is not yours")
         if assignment.status != ACTIVE:
-            raise _conflict(
+            raise conflict(
                 f"assignment {assignment_id!r} is already finished ({assignment.status})"
             )
         return assignment
@@ -358,7 +320,7 @@ class Store:
                 .limit(1)
             ).first()
             if last is None:
-                raise _conflict("nothing to undo: no task finished yet")
+                raise conflict("nothing to undo: no task finished yet")
             if last.slot is None:  # skipped: take a place back, if one is free
                 taken = set(
                     session.scalars(
@@ -369,7 +331,7 @@ class Store:
                 )
                 free = [s for s in range(self.overlap) if s not in taken]
                 if not free:
-                    raise _conflict(
+                    raise conflict(
                         "cannot undo the skip: the task has since gone to other annotators"
                     )
                 last.slot = free[0]

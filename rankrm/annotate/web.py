@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rankrm.annotate import stats
-from rankrm.annotate.store import AnnotateError, Shown, Store
+from rankrm.annotate.replies import AnnotateError, Shown
+from rankrm.annotate.store import Store
 
 COOKIE = "rankrm_annotator"
 _HERE = Path(__file__).parent

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from rankrm.annotate.database import make_engine, migrate, revision
+from rankrm.annotate.replies import AnnotateError
 from rankrm.annotate.schema import Assignment
-from rankrm.annotate.store import AnnotateError, Store
+from rankrm.annotate.store import Store
 from rankrm.annotate.tasks import TaskSpec
 from tests.annotate.conftest import make_tasks, open_store
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -157,14 +158,14 @@ def test_form_encoded_json_is_read_as_json(server: Server) -> None:
     assert answer.status_code == 200
 
 
-def test_operational_endpoints(server: Server) -> None:
+def test_operational_endpoints(server: Server, model_dir: Path) -> None:
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     assert httpx.get(f"{server.url}/ready").json()["status"] == "ready"
     info = httpx.get(f"{server.url}/info").json()
     assert info["model"]["name"] == "model"
-    assert info["model"]["normalization"]["offset"] == pytest.approx(
-        info["model"]["normalization"]["offset"]
-    )
+    written = json.loads((model_dir / "manifest.json").read_text())["normalization"]
+    assert info["model"]["normalization"]["offset"] == pytest.approx(written["offset"])
+    assert written["offset"] != 0.0  # measured on the reference set, not the default
     assert info["limits"]["max_items"] == 512
     assert info["limits"]["split_overhead_tokens"] >= 0  # measured at start-up
     httpx.post(f"{server.url}/score", json={"texts": ["good"]})

@@ -36,10 +36,8 @@ def test_prompt_and_response_use_the_pair_encoding(tokenizer: Tokenizer) -> None
 def test_left_truncation_keeps_the_end_of_a_long_prompt(tokenizer: Tokenizer) -> None:
     tok = configure_tokenizer(tokenizer, EncodingSpec(max_length=8, truncation_side="left"))
     (enc,) = encode(tok, ["the movie was very good and the plot"], ["nice"])
-    assert len(enc.ids) == 8
-    assert enc.tokens == ["[CLS]", "and", "the", "plot", "[SEP]", "nice", "[SEP]"] or (
-        enc.tokens[-3:] == ["[SEP]", "nice", "[SEP]"] and enc.tokens[-4] == "plot"
-    )
+    # The prompt loses its start ("the movie was very"); the response is kept whole.
+    assert enc.tokens == ["[CLS]", "good", "and", "the", "plot", "[SEP]", "nice", "[SEP]"]
 
 
 def test_right_truncation_keeps_the_start(tokenizer: Tokenizer) -> None:

@@ -16,9 +16,10 @@ from tests.conftest import build_tiny_backbone
 from tests.training.test_train import config as train_config
 from tests.training.test_train import separable_lists
 from training import export as export_module
+from training import export_precision
 from training.data import load_lists
+from training.errors import ExportCheckError
 from training.export import ExportConfig, ExportError, export_model
-from training.export_checks import ExportCheckError
 from training.model import load_reward_model, save_checkpoint
 from training.train import train
 
@@ -180,7 +181,7 @@ def test_int8_export_is_batch_invariant_and_reports_against_fp32(
 def test_int8_missing_the_bars_is_refused_and_nothing_is_written(
     trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(export_module, "INT8_MAX_ACCURACY_DROP", -1.0)  # an impossible bar
+    monkeypatch.setattr(export_precision, "MAX_ACCURACY_DROP", -1.0)  # an impossible bar
     out = tmp_path / "int8"
     with pytest.raises(ExportCheckError, match="int8 model refused: held-out pairwise accuracy"):
         export_model(ExportConfig(trained, out, quantize="int8"))
@@ -190,7 +191,7 @@ def test_int8_missing_the_bars_is_refused_and_nothing_is_written(
 def test_forced_int8_is_written_flagged(
     trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(export_module, "INT8_MAX_ACCURACY_DROP", -1.0)
+    monkeypatch.setattr(export_precision, "MAX_ACCURACY_DROP", -1.0)
     out = tmp_path / "int8"
     report = export_model(ExportConfig(trained, out, quantize="int8", force=True))
     assert report.manifest.quantization["meets_bars"] is False
@@ -314,7 +315,7 @@ def test_export_reads_the_data_as_the_run_did(tiny_backbone: Path, tmp_path: Pat
 
 
 def test_the_model_cards_command_reproduces_the_run() -> None:
-    from training.model_card import _train_command
+    from training.config import train_command as _train_command
 
     run = {"train_file": "data/hh.jsonl", "out": "runs/hh", "skip_bad": True, "lr": 1e-4}
     assert _train_command(run).split(" \\\n    ") == [
