@@ -163,7 +163,9 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (comma-separated in "
         "RANKRM_CORS_ORIGINS; * for any); empty: no CORS headers at all.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error."
+    )
     access_log: bool = Field(
         False, description="One log line per request (off: /metrics counts them)."
     )

@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(train.train)
+app.command("train")(train.train)
 app.command()(train.evaluate)
 app.command()(export.export)
 app.command()(score.score)

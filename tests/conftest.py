@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 import threading
 import time
@@ -66,10 +67,35 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def texts_file(path: Path) -> Path:
+    """Ranking lists with and without prompts, of very different lengths."""
+    rows = [
+        {"prompt": "the question", "responses": ["good film", "bad"]},
+        {"responses": ["a very long " + "movie was good and the plot " * 12, "sad", "ugly"]},
+        {"prompt": "q " * 40, "responses": ["love it", "hate it"]},
+        *({"responses": [f"nice {w}", f"poor {w}"]} for w in ("film", "plot", "acting", "it")),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def checkpoint_of(backbone: Path, out: Path) -> Path:
+    """A checkpoint of ``backbone`` with a fresh reward head, saved as training saves one."""
+    from training.model import load_reward_model, save_checkpoint
+
+    save_checkpoint(load_reward_model(backbone), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
+    """A checkpoint of the tiny backbone (random reward head), shared by the session."""
+    return checkpoint_of(tiny_backbone, tmp_path_factory.mktemp("ckpt") / "ckpt")
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
     """A tiny model exported by the real export (fp32): what the service tests serve."""
-    from tests.training.test_export import checkpoint_of, texts_file
     from training.export import ExportConfig, export_model
 
     tmp = tmp_path_factory.mktemp("exported")

@@ -7,12 +7,11 @@ one batch. Each list weighs the same however long it is.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-LossName = Literal["pairwise", "listwise", "article"]
+from training.config import LossName
+
 LOSSES: tuple[str, ...] = ("pairwise", "listwise", "article")
 
 

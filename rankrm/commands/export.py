@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from rankrm.commands.options import Format, SeedOpt, fail, quiet_transformers, with_skip_hint
+from rankrm.commands.options import SeedOpt, fail, quiet_transformers, with_skip_hint
+from training.data import DataFormat
 
 
 class Quantize(StrEnum):
@@ -53,7 +54,7 @@ def export(
         Path | None, typer.Option("--test", help="Test lists, reported in the card only.")
     ] = None,
     format: Annotated[
-        Format | None, typer.Option(help="Layout of the data files. Default: the run's.")
+        DataFormat | None, typer.Option(help="Layout of the data files. Default: the run's.")
     ] = None,
     has_prompt: Annotated[
         bool | None,
@@ -128,7 +129,7 @@ def export(
         reference=reference,
         eval_file=eval_file,
         test_file=test_file,
-        format=format.value if format else None,
+        format=format,
         has_prompt=has_prompt,
         list_size=list_size,
         skip_bad=skip_bad,

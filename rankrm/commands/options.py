@@ -2,89 +2,20 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
+from rankrm.commands.generate import typer_info
+from training.config import FORMAT_OPT, HAS_PROMPT_OPT, LIST_SIZE_OPT, SEED_OPT, SKIP_BAD_OPT
+from training.data import DataFormat
 
-class Format(StrEnum):
-    """Input layouts (see ``training.data``)."""
-
-    auto = "auto"
-    tsv = "tsv"
-    json = "json"
-    rated = "rated"
-
-
-class Loss(StrEnum):
-    """Ranking losses (see ``training.losses``)."""
-
-    pairwise = "pairwise"
-    listwise = "listwise"
-    article = "article"
-
-
-class Switch(StrEnum):
-    """auto / on / off."""
-
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class Side(StrEnum):
-    """Which end of an over-long input is cut."""
-
-    left = "left"
-    right = "right"
-
-
-DATA = "Data"
-MODEL = "Model"
-OBJECTIVE = "Objective"
-OPTIM = "Optimisation"
-RUN = "Run"
-
-FormatOpt = Annotated[
-    Format,
-    typer.Option(
-        help="Layout: tsv (one list a line, tab-separated, best first), json (JSON/JSONL "
-        "ranking lists or chosen/rejected pairs: TRL, HH, ShareGPT), rated (LABEL<TAB>TEXT or "
-        "{text, score}), auto (from extension and content).",
-        rich_help_panel=DATA,
-    ),
-]
-PromptOpt = Annotated[
-    bool,
-    typer.Option(
-        "--has-prompt/--no-prompt",
-        help="tsv: the first column is the prompt.",
-        rich_help_panel=DATA,
-    ),
-]
-ListSizeOpt = Annotated[
-    int,
-    typer.Option(
-        min=2,
-        help="rated: texts per list (distinct labels, ordered by label).",
-        rich_help_panel=DATA,
-    ),
-]
-SkipOpt = Annotated[
-    bool,
-    typer.Option(
-        "--skip-bad/--strict",
-        help="Skip malformed lines and report how many, instead of stopping.",
-        rich_help_panel=DATA,
-    ),
-]
-SeedOpt = Annotated[
-    int,
-    typer.Option(
-        help="Seed for list building, data order and initialisation.", rich_help_panel=RUN
-    ),
-]
+# The data options evaluate and export share with train: defined once, on TrainConfig.
+FormatOpt = Annotated[DataFormat, typer_info(FORMAT_OPT)]
+PromptOpt = Annotated[bool, typer_info(HAS_PROMPT_OPT)]
+ListSizeOpt = Annotated[int, typer_info(LIST_SIZE_OPT)]
+SkipOpt = Annotated[bool, typer_info(SKIP_BAD_OPT)]
+SeedOpt = Annotated[int, typer_info(SEED_OPT)]
 
 
 def quiet_transformers() -> None:

@@ -16,8 +16,7 @@ import pytest
 
 from rankrm.runtime import OnnxRewardModel
 from tests.app.conftest import ControlledEngine, Server, running
-from tests.conftest import build_chat_tokenizer, tiny_dims
-from tests.training.test_export import texts_file
+from tests.conftest import build_chat_tokenizer, texts_file, tiny_dims
 
 MAX_LENGTH = 384
 FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gpt-neox", "llama-left-nopad"]

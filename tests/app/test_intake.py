@@ -16,7 +16,6 @@ import pytest
 from app.batcher import Batcher
 from app.config import Settings
 from app.metrics import Metrics
-from app.scoring import slices
 from tests.app.conftest import ControlledEngine, Server, running
 from tests.app.test_errors import check_error
 
@@ -191,14 +190,6 @@ def test_queue_is_bounded_by_measured_model_time(engine: ControlledEngine, worke
     assert refused is not None
     assert "2.5s of work waiting, limit 2s" in refused.message
     assert refused.retry_after is not None and refused.retry_after >= 0.5
-
-
-def test_slices_cover_every_item_once_within_the_budget() -> None:
-    sizes = [5, 5, 5, 20, 1, 1, 9]
-    ranges = slices(sizes, 10)
-    assert ranges == [(0, 2), (2, 3), (3, 4), (4, 6), (6, 7)]
-    assert [i for a, b in ranges for i in range(a, b)] == list(range(len(sizes)))
-    assert slices([], 10) == []
 
 
 def test_large_requests_are_tokenised_in_slices_exactly_as_small_ones(server: Server) -> None:

@@ -19,8 +19,7 @@ TEXTS = ["good", "the movie was very good", "awful", "it was not good"]
 @pytest.fixture(scope="module")
 def second_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another tiny model (its own random weights), exported as "second"."""
-    from tests.conftest import build_tiny_backbone
-    from tests.training.test_export import checkpoint_of, texts_file
+    from tests.conftest import build_tiny_backbone, checkpoint_of, texts_file
     from training.export import ExportConfig, export_model
 
     tmp = tmp_path_factory.mktemp("second")

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from rankrm.manifest import load_manifest
 from rankrm.runtime import OnnxRewardModel
-from tests.conftest import build_tiny_backbone
+from tests.conftest import build_tiny_backbone, checkpoint_of, texts_file
 from tests.training.test_train import config as train_config
 from tests.training.test_train import separable_lists
 from training import export as export_module
@@ -20,25 +20,8 @@ from training import export_precision
 from training.data import load_lists
 from training.errors import ExportCheckError
 from training.export import ExportConfig, ExportError, export_model
-from training.model import load_reward_model, save_checkpoint
+from training.model import load_reward_model
 from training.train import train
-
-
-def texts_file(path: Path) -> Path:
-    """Ranking lists with and without prompts, of very different lengths."""
-    rows = [
-        {"prompt": "the question", "responses": ["good film", "bad"]},
-        {"responses": ["a very long " + "movie was good and the plot " * 12, "sad", "ugly"]},
-        {"prompt": "q " * 40, "responses": ["love it", "hate it"]},
-        *({"responses": [f"nice {w}", f"poor {w}"]} for w in ("film", "plot", "acting", "it")),
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def checkpoint_of(backbone: Path, out: Path) -> Path:
-    save_checkpoint(load_reward_model(backbone), out)
-    return out
 
 
 def architectures(tmp: Path) -> dict[str, Path]:
