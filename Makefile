@@ -86,7 +86,8 @@ bench: $(VENV)/.installed
 # Served rewards against transformers' for each model family and input shape: the table of
 # largest differences goes to docs/conformance.md (make test runs the same tests).
 conformance: $(VENV)/.installed
-	RANKRM_CONFORMANCE_REPORT=docs/conformance.json $(BIN)/pytest -q tests/app/test_conformance.py
+	RANKRM_CONFORMANCE_REPORT=docs/conformance.json $(BIN)/pytest -q tests/app/test_conformance.py \
+		tests/app/test_conformance_checkpoints.py
 	cat docs/conformance.md
 
 # The service under abuse: overload storms, maximum-size requests, slow clients

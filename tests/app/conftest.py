@@ -4,6 +4,7 @@ loopback (uvicorn in a thread)."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -100,3 +101,15 @@ def server(engine: ControlledEngine) -> Iterator[Server]:
 
 def body(data: Any) -> str:
     return json.dumps(data)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def conformance_report() -> Iterator[None]:
+    """With RANKRM_CONFORMANCE_REPORT set (make conformance), write the matrix the
+    conformance tests filled, once they have all run."""
+    yield
+    report = os.environ.get("RANKRM_CONFORMANCE_REPORT")
+    if report:
+        from tests.app.conformance import write_report
+
+        write_report(report)
