@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rankrm.commands.options import fail
+from rankrm.commands.common import fail
 
 if TYPE_CHECKING:
     from rankrm.annotate.store import Store

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from rankrm.commands.options import SeedOpt, fail, quiet_transformers, with_skip_hint
+from rankrm.commands.common import fail, quiet_transformers, with_skip_hint
+from rankrm.commands.options import SeedOpt
 from training.data import DataFormat
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rankrm.commands.options import fail
+from rankrm.commands.common import fail
 
 
 def score(

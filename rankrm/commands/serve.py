@@ -9,7 +9,7 @@ import typer
 from pydantic.fields import FieldInfo
 
 from app.config import Settings
-from rankrm.commands.options import fail, setting_problem
+from rankrm.commands.common import fail, setting_problem
 
 # How the settings appear on the command line; their names, types, defaults and help are
 # Settings' own (app/config.py), read by :func:`_parameters`.

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rankrm.commands.common import fail, quiet_transformers, with_skip_hint
 from rankrm.commands.generate import command_from
 from rankrm.commands.options import (
     FormatOpt,
@@ -18,9 +19,6 @@ from rankrm.commands.options import (
     PromptOpt,
     SeedOpt,
     SkipOpt,
-    fail,
-    quiet_transformers,
-    with_skip_hint,
 )
 from training.config import TrainConfig
 

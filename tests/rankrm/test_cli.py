@@ -240,3 +240,32 @@ def test_the_old_client_import_still_works_and_warns() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0
     assert "app.client moved to rankrm.client" in done.stderr
+
+
+BLOCK = (
+    "import importlib.abc, sys\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in {blocked!r}:\n"
+    "            raise ModuleNotFoundError(f'No module named {{name!r}}', name=name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "sys.argv = ['rankrm', *{args!r}]\n"
+    "from rankrm.cli import main\n"
+    "main()\n"
+)
+
+
+def test_a_command_whose_part_is_not_installed_says_what_to_install() -> None:
+    """As in the service image (no training/) or a training-only install (no web stack)."""
+    no_training = [sys.executable, "-c", BLOCK.format(blocked=("training", "torch"),
+                   args=["train", "data.jsonl", "--lr", "1"])]  # fmt: skip
+    done = subprocess.run(no_training, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "rankrm train is not available here: training is not installed" in done.stderr
+    assert "pip install 'rankrm[train]'" in done.stderr
+    serve_help = BLOCK.format(blocked=("training",), args=["serve", "--help"])
+    done = subprocess.run([sys.executable, "-c", serve_help], capture_output=True, text=True)
+    assert done.returncode == 0 and "--max-batch-size" in done.stdout
+    no_web = BLOCK.format(blocked=("app", "pydantic_settings"), args=["serve"])
+    done = subprocess.run([sys.executable, "-c", no_web], capture_output=True, text=True)
+    assert done.returncode == 2 and "pip install 'rankrm[serve]'" in done.stderr
