@@ -7,12 +7,19 @@ one batch. Each list weighs the same however long it is.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
 
 from training.config import LossName
 
-LOSSES: tuple[str, ...] = ("pairwise", "listwise", "article")
+LOSSES: tuple[LossName, ...] = get_args(LossName)
+DESCRIPTIONS: dict[str, str] = {  # how the model card names each loss
+    "pairwise": "InstructGPT pairwise loss over all C(K,2) pairs of each list",
+    "listwise": "Plackett-Luce (ListMLE) likelihood of each list's whole order",
+    "article": "the article's -mean(sigmoid(r_i - r_j)) over all pairs of each list",
+}
 
 
 def preference_pairs(ranks: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

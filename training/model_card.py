@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rankrm.manifest import Manifest
+from training.losses import DESCRIPTIONS
 
 SANITY = [
     (None, "This movie was wonderful: moving, funny and beautifully acted."),
@@ -25,20 +26,13 @@ _METRIC_NAMES = {
 }
 
 
-_LOSSES = {
-    "pairwise": "InstructGPT pairwise loss over all C(K,2) pairs of each list",
-    "listwise": "Plackett-Luce (ListMLE) likelihood of each list's whole order",
-    "article": "the article's -mean(sigmoid(r_i - r_j)) over all pairs of each list",
-}
-
-
 def _what(run: dict[str, Any]) -> str:
     """The card's first sentence: how the model came to be."""
     if not run:
         return "A reward model from elsewhere, exported to ONNX by rankrm."
     loss = str(run.get("loss", "pairwise"))
     return (
-        f"A reward model trained by rankrm from ranking lists ({_LOSSES.get(loss, loss)}), "
+        f"A reward model trained by rankrm from ranking lists ({DESCRIPTIONS.get(loss, loss)}), "
         "exported to ONNX."
     )
 

@@ -129,6 +129,9 @@ def serve(
     consensus: Annotated[
         Method, typer.Option(help="Consensus the dashboard measures agreement against.")
     ] = Method.ranked_pairs,
+    secure_cookies: Annotated[
+        bool, typer.Option(help="Mark the login cookie Secure (serving behind HTTPS).")
+    ] = False,
 ) -> None:
     """Serve the annotation page (http://HOST:PORT/) and its dashboard (/dashboard)."""
     import uvicorn
@@ -142,7 +145,10 @@ def serve(
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"--guidelines {guidelines}: cannot read: {exc}")
     settings = AppSettings(
-        guidelines=text, tokens=_tokens(auth) if auth else {}, consensus=consensus.value
+        guidelines=text,
+        tokens=_tokens(auth) if auth else {},
+        consensus=consensus.value,
+        secure_cookie=secure_cookies,
     )
     store = _open(db, overlap, assignment_timeout)
     if tasks:

@@ -135,6 +135,14 @@ class Store:
                 continue
         raise conflict(f"annotator {name!r} could not be created; try again")
 
+    def name_of(self, annotator_id: int) -> str:
+        """The annotator's name (401 if unknown)."""
+        with self.sessions() as session:
+            annotator = session.get(Annotator, annotator_id)
+            if annotator is None:
+                raise AnnotateError(401, "unauthorized", "unknown annotator: log in again")
+            return annotator.name
+
     # ------------------------------------------------------------------ the queue
 
     def next(self, annotator_id: int) -> Shown | None:

@@ -67,6 +67,7 @@ def _task_body(shown: Shown | None, store: Store, annotator: int) -> dict[str, A
     return {
         "task": None if shown is None else asdict(shown),
         "progress": asdict(store.progress(annotator)),
+        "annotator": store.name_of(annotator),
     }
 
 

@@ -48,6 +48,7 @@ def test_the_task_flow_over_http(app: AppServer) -> None:
         body = ann.get("/api/next").json()
         task = body["task"]
         assert task["task_id"] == "x" and body["progress"]["total"] == 4
+        assert body["annotator"] == "ann"
         assert sorted(r["index"] for r in task["responses"]) == [0, 1, 2]
         assert "model_rewards" not in task and "priority" not in task  # no anchoring
         order = [[task["responses"][0]["index"]], [r["index"] for r in task["responses"][1:]]]

@@ -150,7 +150,7 @@ def test_slow_body_gets_408(engine: ControlledEngine) -> None:
 
 def fill_the_queue(server: Server, engine: ControlledEngine) -> list[threading.Thread]:
     """Three requests of 4 texts: with a batch of 4 and a queue of 8, the (slow) model holds
-    one and the queue is full. Returns their threads once the model has started."""
+    one and the queue is full. Returns their threads once it is."""
     busy = [
         threading.Thread(
             target=httpx.post,
@@ -162,6 +162,11 @@ def fill_the_queue(server: Server, engine: ControlledEngine) -> list[threading.T
     for thread in busy:
         thread.start()
     assert engine.started.wait(5)
+    batcher = server.app.state.service.batcher
+    deadline = time.monotonic() + 10
+    while batcher.queued < 8:  # the other two requests are queued behind the model's
+        assert time.monotonic() < deadline, f"only {batcher.queued} texts queued"
+        time.sleep(0.01)
     return busy
 
 
@@ -169,7 +174,6 @@ def test_full_queue_refuses_before_reading_the_body(engine: ControlledEngine) ->
     engine.delay_s = 0.5
     with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
         busy = fill_the_queue(s, engine)
-        time.sleep(0.1)  # 4 texts in the model, 8 queued: full
         head = b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n"
         answer = raw_exchange(s.url, head)  # headers only: refused without the body
         assert answer.startswith(b"HTTP/1.1 429"), answer
@@ -251,7 +255,6 @@ def test_a_connection_retrying_before_retry_after_is_held(engine: ControlledEngi
     engine.delay_s = 1.0  # the queue stays full well past the first request, even on a slow CI
     with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
         busy = fill_the_queue(s, engine)
-        time.sleep(0.1)  # the queue is full
         with httpx.Client(base_url=s.url, timeout=30) as keep_alive:
             first = keep_alive.post("/score", json={"texts": ["a"]})
             check_error(first, 429, "overloaded")

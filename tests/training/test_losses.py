@@ -141,3 +141,15 @@ def test_unknown_loss_is_refused() -> None:
     rewards, ranks, mask = pad(random_lists(0))
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         ranking_loss("hinge", rewards, ranks, mask)  # type: ignore[arg-type]
+
+
+def test_every_loss_the_cli_offers_is_implemented_and_described() -> None:
+    import torch
+
+    from training.losses import DESCRIPTIONS, LOSSES, ranking_loss
+
+    assert set(DESCRIPTIONS) == set(LOSSES)
+    rewards = torch.tensor([[2.0, 1.0, 0.0]])
+    ranks, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.bool)
+    for name in LOSSES:
+        assert torch.isfinite(ranking_loss(name, rewards, ranks, mask))

@@ -39,8 +39,8 @@ def test_int8_quantises_the_matrix_products_and_stays_close(
     assert any(i.data_type == onnx.TensorProto.INT8 for i in model.graph.initializer)
     save_onnx(model, tmp_path / "int8.onnx")
     fp32, int8 = rewards(raw, feeds), rewards(tmp_path / "int8.onnx", feeds)
-    spread = float(np.ptp(fp32)) or 1.0
-    assert np.abs(int8 - fp32).max() < 0.1 * spread
+    # A random head gives rewards close together: the bar is relative to their size.
+    assert np.abs(int8 - fp32).max() < 0.02 * np.abs(fp32).max()
     assert not np.array_equal(int8, fp32)  # it did change the arithmetic
 
 

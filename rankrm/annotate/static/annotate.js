@@ -220,6 +220,7 @@ function endDrag(event) {
 
 function show(body) {
   showProgress(body.progress);
+  if (body.annotator) $("who").textContent = body.annotator;
   task = body.task;
   $("cannot-form").hidden = true;
   $("work").hidden = task === null;
