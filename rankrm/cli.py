@@ -55,7 +55,7 @@ ANY_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 for _name, (_module, _attribute, _extra) in COMMANDS.items():
     try:
-        app.command(_name)(_load(_module, _attribute))
+        app.command(_name)(_load(_module, _attribute))  # by name: generated ones have none
     except ImportError as _exc:
         _missing = _unavailable(_name, _extra, _exc.name or str(_exc))
         app.command(_name, context_settings=ANY_ARGS)(_missing)

@@ -47,7 +47,7 @@ def crossing(package: str, others: tuple[str, ...]) -> list[tuple[Path, str, str
     ]
 
 
-CONFIGURATION = ("training.config", "training.data", "app.config")
+CONFIGURATION = ("training.config", "training.data", "training.export_config", "app.config")
 """Torch-free modules the commands build their options from (``rankrm.opts``)."""
 
 

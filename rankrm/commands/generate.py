@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, get_args, get_type_hints
 
 import typer
@@ -33,8 +33,14 @@ def cli_fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any, Opt]]:
     return found
 
 
-def command_from(cls: type, run: Callable[[dict[str, Any]], None], doc: str) -> Any:
-    """A typer command taking ``cls``'s fields as options and calling ``run(values)``."""
+def command_from(
+    cls: type,
+    run: Callable[[dict[str, Any]], None],
+    doc: str,
+    extra: Sequence[inspect.Parameter] = (),
+) -> Any:
+    """A typer command taking ``cls``'s fields (and ``extra`` parameters, for options that
+    are not a field as they are) as options and calling ``run(values)``."""
 
     def command(**given: Any) -> None:
         run(given)
@@ -48,6 +54,6 @@ def command_from(cls: type, run: Callable[[dict[str, Any]], None], doc: str) -> 
         )
         for f, base, opt in cli_fields(cls)
     ]
-    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature([*parameters, *extra])  # type: ignore[attr-defined]
     command.__doc__ = doc
     return command
