@@ -1,5 +1,6 @@
 """The annotation app: one page for annotators (``/``), its JSON API (``/api/...``) and the
-dashboard (``/dashboard``). Its own FastAPI app, apart from the scoring service.
+dashboard (``/dashboard``). Its own FastAPI app, apart from the scoring service; request
+bodies over 1 MiB are refused (413) before they are held.
 
 Who is asking comes from a cookie set by ``POST /api/login``: the annotator's name, or with
 ``--auth`` their token (checked against the token file in constant time). Every error body is
@@ -8,6 +9,7 @@ Who is asking comes from a cookie set by ``POST /api/login``: the annotator's na
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,13 +22,58 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rankrm.annotate import stats
 from rankrm.annotate.replies import AnnotateError, Shown
 from rankrm.annotate.store import Store
 
 COOKIE = "rankrm_annotator"
+MAX_BODY_BYTES = 1 << 20  # a submission is a few hundred bytes; nothing here needs more
 _HERE = Path(__file__).parent
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes with 413, by its Content-Length at once
+    or, sent in chunks, as soon as it passes the limit; nothing larger is ever held."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received, refused = 0, False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit and not refused:
+                refused = True  # answered here; whatever the app makes of it is dropped
+                await self._refuse(scope, receive, send)
+                raise _TooLarge
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body is over {self.limit} bytes"
+        await _error(413, "too_large", message)(scope, receive, send)
 
 
 @dataclass
@@ -101,6 +148,7 @@ def create_app(store: Store, settings: AppSettings | None = None) -> FastAPI:
     settings = settings or AppSettings()
     app = FastAPI(title="rankrm annotate", docs_url="/api/docs", redoc_url=None)
     app.state.store, app.state.settings = store, settings
+    app.add_middleware(BodyLimit)
     templates = Environment(
         loader=PackageLoader("rankrm.annotate", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),

@@ -179,3 +179,24 @@ def test_eight_annotators_over_http_lose_no_task_and_book_none_twice(sqlite_url:
     assert len(per_task) == 500 and set(per_task.values()) == {3}
     assert set(done.values()) == {1}
     assert (progress["complete"], progress["judgements"]) == (500, 1500)
+
+
+def test_an_oversized_body_is_refused_and_the_app_goes_on(app: AppServer) -> None:
+    with client(app, "ann") as ann:
+        big = b'{"assignment": "' + b"x" * (2 << 20) + b'"}'
+        declared = ann.post(
+            "/api/submit", content=big, headers={"content-type": "application/json"}
+        )
+        assert declared.status_code == 413 and declared.json()["error_type"] == "too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'{"assignment": "'
+            for _ in range(40):
+                yield b"x" * 65536
+            yield b'"}'
+
+        chunked = ann.post(
+            "/api/skip", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert chunked.status_code == 413
+        assert ann.get("/api/next").json()["task"] is not None  # still serving
