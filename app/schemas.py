@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictStr,
     model_validator,
 )
@@ -63,8 +64,9 @@ ModelName = Annotated[
     str | None,
     Field(description="Score with this loaded model (see /info); default: the first."),
 ]
+Weight = Annotated[StrictFloat, Field(allow_inf_nan=False)]  # a number, never true/false
 Weights = Annotated[
-    dict[str, float] | None,
+    dict[Text, Weight] | None,
     Field(
         description="Score with several loaded models: the sum of their normalised rewards "
         "times these weights, by model name."

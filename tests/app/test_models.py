@@ -142,3 +142,13 @@ def test_metrics_are_labelled_by_model(two: Server) -> None:
     for name in ("model", "second"):
         assert f'rankrm_texts_total{{model="{name}"}}' in metrics
         assert f'rankrm_batch_size_count{{model="{name}"}}' in metrics
+
+
+@pytest.mark.parametrize("weight", [False, True, "1", None])
+def test_a_weight_that_is_not_a_number_is_422(server: Server, weight: object) -> None:
+    """Found by the long fuzz run: ``{"k": false}`` was read as 0.0 and answered 200."""
+    for path, body in (("/get_reward", {"query": []}), ("/score", {"texts": ["good"]})):
+        answer = httpx.post(f"{server.url}{path}", json={**body, "weights": {"k": weight}})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error_type"] == "invalid_request"
+        assert "weights.k" in answer.json()["error"]
