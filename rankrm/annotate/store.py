@@ -166,9 +166,7 @@ class Store:
         raise conflict("too many annotators asked at once; ask again")
 
     def _require(self, annotator_id: int) -> None:
-        with self.sessions() as session:
-            if session.get(Annotator, annotator_id) is None:
-                raise AnnotateError(401, "unauthorized", "unknown annotator: log in again")
+        self.name_of(annotator_id)  # 401 if unknown
 
     @staticmethod
     def _active(session: Session, annotator_id: int) -> Assignment | None:
