@@ -19,6 +19,7 @@ from app.collector import scheduled_full_collections
 from app.config import Settings
 from app.engine import Engine, OnnxEngine
 from app.errors import install_error_handlers
+from app.fastlane import FastLane
 from app.intake import Intake
 from app.metrics import Metrics
 from app.priority import lowering_new_threads
@@ -180,6 +181,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(ops.router)
     app.add_middleware(JsonBodies)
+    app.add_middleware(FastLane, state=state, routes=routes.router.routes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
