@@ -81,6 +81,7 @@ model: $(VENV)/.installed
 # The naive server needs the torch checkpoint that `make model` leaves in $(DEFAULT_RUN).
 bench: $(VENV)/.installed
 	$(BIN)/python bench/serve_bench.py --model models/default --results docs/benchmarks.json \
+		--markdown docs/benchmarks.md \
 		$(if $(wildcard $(DEFAULT_RUN)/best),--checkpoint $(DEFAULT_RUN)/best,)
 
 # Served rewards against transformers' for each model family and input shape: the table of

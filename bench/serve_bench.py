@@ -72,7 +72,7 @@ def workloads(model: OnnxRewardModel, seed: int = 0) -> dict[str, list[str]]:
     lengths = [len(e.ids) for e in model.encode([None] * len(sentences), sentences)]
     short = [s for s, n in zip(sentences, lengths, strict=True) if 28 <= n <= 36]
     rng.shuffle(short)
-    long_texts = []
+    long_texts: list[str] = []
     while len(long_texts) < 512:
         text = ""
         while len(model.encode([None], [text or "x"])[0].ids) < 128:
@@ -264,6 +264,105 @@ def chart(results: list[Result], raw: dict[str, float], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def peak_rss(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MB; 0 where /proc cannot say."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def goals_table(
+    results: list[Result], around: dict[str, float], names: list[str], idle_gap: float
+) -> list[str]:
+    """The throughput issue's goals against this run: met or not, per workload."""
+
+    def verdict(value: float, goal: float, suffix: str = "") -> str:
+        return f"{value:.2f}{suffix} ({'met' if value >= goal else 'not met'})"
+
+    rows = [f"| goal | {' | '.join(names)} |", "| --- |" + " --- |" * len(names)]
+    to_raw, to_plain = [], []
+    for name in names:
+        one = find(results, "service", name, ONE_TEXT)
+        peer = find(results, "plain", name, ONE_TEXT)
+        assert one is not None and peer is not None
+        to_raw.append(verdict(one.texts_per_s / around[name], 1.0))
+        to_plain.append(verdict(one.texts_per_s / peer.texts_per_s, 1.25, "x"))
+    rows.append(f"| service >= 1.0 x raw onnxruntime (around the runs), {ONE_TEXT} | "
+                + " | ".join(to_raw) + " |")  # fmt: skip
+    rows.append(f"| service >= 1.25 x plain FastAPI + onnxruntime, {ONE_TEXT} | "
+                + " | ".join(to_plain) + " |")  # fmt: skip
+    met = "met" if idle_gap <= 1.5 else "not met"
+    rows.append(f"\nIdle latency: service p50 {idle_gap:+.2f} ms over onnxruntime batch-1 "
+                f"(goal within 1.5 ms: {met}).")  # fmt: skip
+    return rows
+
+
+def table_rows(
+    results: list[Result], raw: dict[str, float], best: dict[str, int], around: dict[str, float]
+) -> list[str]:
+    """The results as a markdown table: raw first, the runs, raw around the runs last."""
+    table = [
+        "| system | workload | scenario | texts/s | p50 ms | p95 ms | p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    table += [
+        f"| onnxruntime alone | {n} | best batch {best[n]} | {raw[n]:.0f} | - | - | - |"
+        for n in raw
+    ]
+    table += [r.row() for r in results]
+    table += [
+        f"| onnxruntime alone | {n} | batch {best[n]}, around the runs | {around[n]:.0f} "
+        "| - | - | - |"
+        for n in around
+    ]
+    return table
+
+
+BEGIN, END = "<!-- serve_bench: begin -->", "<!-- serve_bench: end -->"
+
+
+def write_block(
+    path: Path,
+    command: str,
+    service_args: str,
+    table: list[str],
+    summary: list[str],
+    goals: list[str],
+) -> None:
+    """Replace the block between the markers in ``path`` (appended where there is none)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    block = [
+        BEGIN,
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} at commit "
+        f"{commit or '?'}" + (f", service flags `{service_args}`" if service_args else "") + ":",
+        "",
+        *table,
+        "",
+        "![throughput](benchmarks.png)",
+        "",
+        "Ratios printed by the run:",
+        "",
+        *summary,
+        "",
+        "Against the throughput issue's goals (this run):",
+        "",
+        *goals,
+        END,
+    ]
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + "\n".join(block) + rest.split(END, 1)[1]
+    else:
+        text += "\n" + "\n".join(block) + "\n"
+    path.write_text(text)
+
+
 def find(results: list[Result], system: str, workload: str, scenario: str) -> Result | None:
     return next(
         (r for r in results if (r.system, r.workload, r.scenario) == (system, workload, scenario)),
@@ -282,6 +381,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="one-text load only (for A/B runs of settings)"
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="rewrite this file's block between the serve_bench markers with the results",
     )
     args = parser.parse_args()
 
@@ -335,6 +439,7 @@ def main() -> None:
                 f"| {around[name]:.0f} | - | - | - |",
                 flush=True,
             )
+        peak_rss_mb = peak_rss(servers[0].pid)
     finally:
         for server in servers:
             server.terminate()
@@ -354,6 +459,7 @@ def main() -> None:
             naive.terminate()
             naive.wait()
 
+    idle_gap = idle.p50_ms - batch1
     summary = [
         f"- onnxruntime batch-1 latency (short text, tokenisation included): "
         f"{batch1:.2f} ms; idle service p50: {idle.p50_ms:.2f} ms "
@@ -372,25 +478,20 @@ def main() -> None:
         if naive_one is not None:
             line += f", service/naive {one.texts_per_s / naive_one.texts_per_s:.2f}x"
         summary.append(line + f" ({ONE_TEXT})")
+    summary.append(f"- service peak RSS over the run: {peak_rss_mb:.0f} MB")
+    goals = goals_table(results, around, list(texts), idle_gap)
     print("\n".join(summary))
+    print("\n".join(goals))
     if args.results is not None:
-        table = [
-            "| system | workload | scenario | texts/s | p50 ms | p95 ms | p99 ms |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        table += [
-            f"| onnxruntime alone | {n} | best batch {raw_best[n]} | {raw[n]:.0f} | - | - | - |"
-            for n in texts
-        ]
-        table += [r.row() for r in results]
-        table += [
-            f"| onnxruntime alone | {n} | batch {raw_best[n]}, around the runs | {around[n]:.0f} "
-            "| - | - | - |"
-            for n in texts
-        ]
-        report = {"table": table, "summary": summary, "service_args": args.service_args}
+        table = table_rows(results, raw, raw_best, around)
+        report = {"table": table, "summary": summary, "goals": goals,
+                  "service_args": args.service_args}  # fmt: skip
         args.results.write_text(json.dumps(report, indent=1) + "\n")
         chart(results, around, args.results.with_suffix(".png"))
+    if args.markdown is not None:
+        command = " ".join(["python", "bench/serve_bench.py", *sys.argv[1:]])
+        write_block(args.markdown, command, args.service_args, table_rows(results, raw, raw_best,
+                    around), summary, goals)  # fmt: skip
 
 
 if __name__ == "__main__":
