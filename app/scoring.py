@@ -221,6 +221,9 @@ async def score(
     use = use or state.model(None)
     started = time.monotonic()
     check_inputs(state.settings, prompts, responses, names)
+    refused = use.batcher.refusal(len(responses))  # texts that cannot fit: before tokenising
+    if refused is not None:
+        raise refused
     encodings = await tokenize(state, prompts, responses, names, use)
     tokenized = time.monotonic()
     state.metrics.tokenize_seconds.observe(tokenized - started)

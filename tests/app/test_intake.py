@@ -148,23 +148,26 @@ def test_slow_body_gets_408(engine: ControlledEngine) -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer
 
 
-def fill_the_queue(server: Server, engine: ControlledEngine) -> list[threading.Thread]:
-    """Three requests of 4 texts: with a batch of 4 and a queue of 8, the (slow) model holds
-    one and the queue is full. Returns their threads once it is."""
+def fill_the_queue(
+    server: Server, engine: ControlledEngine, requests: int = 3
+) -> list[threading.Thread]:
+    """``requests`` requests of 4 texts: with a batch of 4 and a queue of 8, the (slow) model
+    holds one and the others wait (3: the queue is full). Returns their threads once they
+    do."""
     busy = [
         threading.Thread(
             target=httpx.post,
             args=(f"{server.url}/score",),
             kwargs={"json": {"texts": [f"good {i}"] * 4}, "timeout": 30},
         )
-        for i in range(3)
+        for i in range(requests)
     ]
     for thread in busy:
         thread.start()
     assert engine.started.wait(5)
     batcher = server.app.state.service.batcher
     deadline = time.monotonic() + 10
-    while batcher.queued < 8:  # the other two requests are queued behind the model's
+    while batcher.queued < 4 * (requests - 1):  # the others are queued behind the model's
         assert time.monotonic() < deadline, f"only {batcher.queued} texts queued"
         time.sleep(0.01)
     return busy
@@ -178,6 +181,31 @@ def test_full_queue_refuses_before_reading_the_body(engine: ControlledEngine) ->
         answer = raw_exchange(s.url, head)  # headers only: refused without the body
         assert answer.startswith(b"HTTP/1.1 429"), answer
         assert b"retry-after" in answer.lower()
+        for thread in busy:
+            thread.join()
+
+
+def test_a_request_that_does_not_fit_is_refused_before_it_is_tokenised(
+    engine: ControlledEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 texts wait, 6 more would pass the limit of 8: 429 after the body is parsed, before
+    any tokenisation (a refusal must not cost tokenising hundreds of texts)."""
+    engine.delay_s = 0.5
+    encoded: list[int] = []
+    encode = engine.encode
+
+    def counting(prompts: Any, responses: Any, **kwargs: Any) -> Any:
+        encoded.append(len(responses))
+        return encode(prompts, responses, **kwargs)
+
+    monkeypatch.setattr(engine, "encode", counting)
+    with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
+        busy = fill_the_queue(s, engine, requests=2)
+        before = list(encoded)
+        answer = httpx.post(f"{s.url}/score", json={"texts": ["good"] * 6}, timeout=30)
+        assert answer.status_code == 429, answer.text
+        assert "queue full (4 texts waiting, limit 8)" in answer.json()["error"]
+        assert encoded == before  # nothing of the refused request was tokenised
         for thread in busy:
             thread.join()
 
