@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
+    StrictInt,
     StrictStr,
     model_validator,
 )
@@ -201,7 +202,8 @@ class RankRequest(Options):
     prompt: Prompt = None
     candidates: Annotated[list[ScoredText], NonEmpty]
     top_k: Annotated[
-        int | None, Field(None, ge=1, description="Return only the best k candidates.")
+        StrictInt | None,  # a whole number: never true/false, "2" or 2.5
+        Field(None, ge=1, description="Return only the best k candidates."),
     ] = None
     return_texts: StrictBool = Field(False, description="Include each candidate's text.")
 

@@ -251,7 +251,8 @@ def chart(results: list[Result], raw: dict[str, float], path: Path) -> None:
             )
             for n in names
         ]
-        groups.append((f"{system}: {scenario}", values))
+        if any(values):  # a system not run (the naive server without --checkpoint) is left out
+            groups.append((f"{system}: {scenario}", values))
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(groups)
     for g, (label, values) in enumerate(groups):

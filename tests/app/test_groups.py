@@ -109,6 +109,14 @@ def test_rank_top_k_and_texts(server: Server) -> None:
     assert all(r["text"] is None for r in full)
 
 
+@pytest.mark.parametrize("top_k", [True, "2", 2.5, 0])
+def test_rank_top_k_must_be_a_whole_number(server: Server, top_k: object) -> None:
+    """Found by `make fuzz`: true was read as 1 and answered 200."""
+    answer = httpx.post(f"{server.url}/rank", json={"candidates": ["a", "b"], "top_k": top_k})
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith("top_k: ")
+
+
 def test_the_endpoint_is_counted_under_its_own_name(server: Server) -> None:
     """Request metrics take their endpoint names from the routers: no list to keep."""
     httpx.post(f"{server.url}/groups", json={"groups": [{"completions": ["good"]}]})
