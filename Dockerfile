@@ -4,7 +4,9 @@
 # GPU variant (NVIDIA container toolkit on the host; CUDA and cuDNN libraries come with the
 # onnxruntime-gpu wheel's dependencies or the base image):
 #   docker build --build-arg ORT_PACKAGE=onnxruntime-gpu -t rankrm:0.1.0-gpu .
-#   docker run --gpus all -e RANKRM_PROVIDER=cuda -p 8000:8000 rankrm:0.1.0-gpu
+#   docker run --gpus all -e RANKRM_PROVIDER=cuda -e RANKRM_MAX_BATCH_TOKENS=16384 \
+#       -p 8000:8000 rankrm:0.1.0-gpu
+#   (the default token budget, 1024, is the fastest on CPU; a GPU wants larger calls)
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
