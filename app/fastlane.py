@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorKind, ServiceError, error_response
+from app.intake import replay
 from app.security import check_key, presented_key
 from app.state import ServiceState
 
@@ -82,7 +83,7 @@ class FastLane:
         message = await receive()  # Intake hands the whole body over as one message
         parsed = _parse(lane.body, message) if not message.get("more_body") else None
         if parsed is None:  # FastAPI answers it, with its own error if it is wrong
-            await self.app(scope, _again(message, receive), send)
+            await self.app(scope, replay(message.get("body", b""), receive), send)
             return
         state = self.state
         try:
@@ -132,17 +133,3 @@ def _key(scope: Scope) -> str | None:
         elif name == b"x-api-key" and x_api_key is None:
             x_api_key = value.decode("latin-1")
     return presented_key(authorization, x_api_key)
-
-
-def _again(first: Message, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``first`` again, then what the client sends next."""
-    given = False
-
-    async def again() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return first
-        return await receive()
-
-    return again

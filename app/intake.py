@@ -168,7 +168,7 @@ class Intake:
             await _refuse(exc, scope, receive, send, close=close)
             return
         try:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
         finally:
             self.budget.give(reserved)
             self.state.metrics.inflight_bytes.set(self.budget.used)
@@ -208,7 +208,7 @@ async def _receive_before(receive: Receive, deadline: float) -> Message:
         ) from None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that gives the whole body once, then whatever the client sends next
     (a disconnect, watched for while scoring)."""
     given = False

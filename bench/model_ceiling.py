@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import by_length, raw_rate, workloads  # noqa: E402
+from serve_bench import by_length, workloads  # noqa: E402
 
 from rankrm.runtime import OnnxRewardModel  # noqa: E402
 
@@ -66,10 +66,7 @@ def main() -> None:
         encodings = by_length(model, texts[name])
         for workers in (1, args.workers):
             rates = [
-                raw_rate(model, encodings, size, args.seconds)
-                if workers == 1
-                else concurrent_rate(model, encodings, size, workers, args.seconds)
-                for size in sizes
+                concurrent_rate(model, encodings, size, workers, args.seconds) for size in sizes
             ]
             cells = " | ".join(f"{rate:.0f}" for rate in rates)
             print(f"| {name} | {workers} | {cells} |", flush=True)
