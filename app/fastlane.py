@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorKind, ServiceError, error_response
 from app.intake import replay
-from app.security import check_key, presented_key
+from app.security import check_key, request_key
 from app.state import ServiceState
 
 log = logging.getLogger("rankrm.service")
@@ -88,7 +88,7 @@ class FastLane:
         state = self.state
         try:
             state.require_ready()
-            check_key(state.settings.api_keys, _key(scope))
+            check_key(state.settings.api_keys, request_key(scope["headers"]))
             answer = await lane.endpoint(parsed, Request(scope, receive), state)
             content = answer.model_dump_json(by_alias=True, exclude_none=lane.exclude_none).encode()
         except ServiceError as exc:
@@ -122,14 +122,3 @@ def _parse(model: type[BaseModel], message: Message) -> BaseModel | None:
         return model.model_validate(json.loads(message.get("body", b"")))
     except Exception:  # not JSON, not valid, too deep, ...: FastAPI's to explain
         return None
-
-
-def _key(scope: Scope) -> str | None:
-    """The API key the request presents (as :func:`app.security.require_api_key` reads it)."""
-    authorization = x_api_key = None
-    for name, value in scope["headers"]:
-        if name == b"authorization" and authorization is None:  # the first, as Starlette
-            authorization = value.decode("latin-1")
-        elif name == b"x-api-key" and x_api_key is None:
-            x_api_key = value.decode("latin-1")
-    return presented_key(authorization, x_api_key)

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorKind, ServiceError, error_response
 from app.metrics import Metrics
-from app.security import check_key, presented_key
+from app.security import check_key, request_key
 from app.state import ServiceState
 
 log = logging.getLogger("rankrm.service")
@@ -127,7 +127,7 @@ class Intake:
             send = self.gate.watching(connection, send)
         try:
             if scoring:
-                self._admit(headers)
+                self._admit(scope["headers"])
             if declared is not None and declared > self.limit:
                 raise ServiceError(
                     ErrorKind.TOO_LARGE,
@@ -173,19 +173,11 @@ class Intake:
             self.budget.give(reserved)
             self.state.metrics.inflight_bytes.set(self.budget.used)
 
-    def _admit(self, headers: dict[bytes, bytes]) -> None:
+    def _admit(self, headers: list[tuple[bytes, bytes]]) -> None:
         """Refuse a scoring request that cannot be served, before its body is read."""
         state = self.state
         state.require_ready()
-        authorization = headers.get(b"authorization")
-        x_api_key = headers.get(b"x-api-key")
-        check_key(
-            state.settings.api_keys,
-            presented_key(
-                authorization.decode("latin-1") if authorization is not None else None,
-                x_api_key.decode("latin-1") if x_api_key is not None else None,
-            ),
-        )
+        check_key(state.settings.api_keys, request_key(headers))
         refused = state.batcher.refusal()
         if refused is not None:
             raise refused

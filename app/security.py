@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from fastapi import Request
 from pydantic import SecretStr
@@ -24,6 +24,17 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
     return x_api_key
+
+
+def request_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key an ASGI request's raw headers present: the first ``Authorization`` and
+    ``X-API-Key``, as Starlette's ``request.headers`` reads them (so admission, the fast
+    lane and the routes' dependency agree when a header is repeated)."""
+    found: dict[bytes, str] = {}
+    for name, value in headers:
+        if name in (b"authorization", b"x-api-key") and name not in found:
+            found[name] = value.decode("latin-1")
+    return presented_key(found.get(b"authorization"), found.get(b"x-api-key"))
 
 
 def check_key(keys: Sequence[SecretStr], presented: str | None) -> None:

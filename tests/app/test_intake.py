@@ -297,3 +297,21 @@ def test_a_connection_retrying_before_retry_after_is_held(engine: ControlledEngi
         assert "rankrm_held_retries_total 1.0" in httpx.get(f"{s.url}/metrics").text
         for thread in busy:
             thread.join()
+
+
+def test_a_repeated_key_header_is_read_as_the_routes_read_it(engine: ControlledEngine) -> None:
+    """The first Authorization header counts, at admission, in the fast lane and in FastAPI
+    (admission used to read the last one and refuse what the route would accept)."""
+    right, wrong = "Bearer secret-key-1", "Bearer wrong-key-12"
+    with running(engine, api_keys=["secret-key-1"]) as s:
+        for path, body in (("/score", {"texts": ["good"]}), ("/score", {"texts": "bad"})):
+            first_right = httpx.post(
+                s.url + path, json=body,
+                headers=[("authorization", right), ("authorization", wrong)],
+            )  # fmt: skip
+            assert first_right.status_code in (200, 422), first_right.text
+            first_wrong = httpx.post(
+                s.url + path, json=body,
+                headers=[("authorization", wrong), ("authorization", right)],
+            )  # fmt: skip
+            assert first_wrong.status_code == 401
