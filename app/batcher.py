@@ -93,6 +93,8 @@ class Batcher:
         # one has run, only the count of queued texts bounds the queue.
         self._s_per_token = 0.0
         self._busy = 0  # batches in the model
+        self._no_lone = asyncio.Event()  # set unless a lone batch has the cores
+        self._no_lone.set()
         self._closing = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -181,15 +183,21 @@ class Batcher:
                 await self._arrival.wait()
                 continue
             await self._wait_for_mates()
+            if not self._no_lone.is_set():  # a lone batch has every core: start after it
+                await self._no_lone.wait()
+                continue
             batch = self._take_batch()
             self._gauge()
             if not batch:
                 continue
             started = time.monotonic()
+            lone = not self._busy and not self._pending  # nothing else for the cores to do
+            if lone:
+                self._no_lone.clear()
             self._busy += 1
             try:
                 calls = plan_calls([item.tokens for item in batch], self.split_overhead_tokens)
-                raw = await loop.run_in_executor(self._executor, self._run, batch, calls)
+                raw = await loop.run_in_executor(self._executor, self._run, batch, calls, lone)
             except Exception:
                 log.exception("a batch of %d texts failed", len(batch))
                 self.metrics.batch_failures.labels(self.model).inc()
@@ -200,6 +208,7 @@ class Batcher:
                 continue
             finally:
                 self._busy -= 1
+                self._no_lone.set()
             finished = time.monotonic()
             self._record(batch, calls, started, finished)
             for item, (value, heads) in zip(batch, raw, strict=True):
@@ -208,13 +217,13 @@ class Batcher:
                     item.future.set_result(Scored(value, waited, ran, len(batch), heads))
 
     def _run(
-        self, batch: list[_Item], calls: list[list[int]]
+        self, batch: list[_Item], calls: list[list[int]], lone: bool
     ) -> list[tuple[float, tuple[float, ...]]]:
         """Score ``batch`` in the worker thread, one model call per group of ``calls``:
         each text's raw reward and its head's outputs (none for a one-output model)."""
         raw: list[tuple[float, tuple[float, ...]]] = [(0.0, ())] * len(batch)
         for call in calls:
-            values = self.engine.run([batch[i].encoding for i in call])
+            values = self.engine.run([batch[i].encoding for i in call], lone=lone)
             if len(values) != len(call):
                 raise RuntimeError(f"engine returned {len(values)} rewards for {len(call)}")
             for i, value in zip(call, values, strict=True):

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
         "runs, and each gets half the cores. Default: 2 (1 on a one-core machine); "
         "measured in docs/benchmarks.md.",
     )
+    lone_threads: int | None = Field(
+        None,
+        ge=0,
+        description="onnxruntime intra-op threads for a lone batch (no other batch in the "
+        "model, none waiting): it runs on a second session of the same file, threads "
+        "spinning, so a request on an idle service gets every core instead of its worker's "
+        "share (a short text: 2.9 ms against 4.1 ms on one thread, docs/benchmarks.md). "
+        "Default: the cores, where model_workers share them out on CPU; 0: off.",
+    )
     verify_checksums: bool = Field(True, description="Check the model files' sha256 at start.")
     spin: bool = Field(
         False,
@@ -185,6 +194,16 @@ class Settings(BaseSettings):
         if self.model_workers is not None:
             return self.model_workers
         return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+    @property
+    def lone_thread_count(self) -> int:
+        """``lone_threads``, or its default: all cores where the workers share them out on
+        CPU (0: no lone-batch session)."""
+        if self.lone_threads is not None:
+            return self.lone_threads
+        cores = os.cpu_count() or 1
+        shared = self.workers > 1 and self.threads is None and self.provider == "cpu"
+        return cores if shared and cores > 1 else 0
 
     def head_limits(self) -> HeadLimits:
         """What a connection may send before its body (``app.connection``)."""

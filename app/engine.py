@@ -51,9 +51,10 @@ class Engine(Protocol):
         the input a conversation ending with the response as the assistant's answer."""
         ...
 
-    def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
+    def run(self, encodings: Sequence[Tokens], *, lone: bool = False) -> np.ndarray:
         """Raw rewards ``(N,)`` of one batch (padded to its longest input); for a model with
-        a multi-output head (``heads``), ``(N, 1 + H)``: the reward, then each output."""
+        a multi-output head (``heads``), ``(N, 1 + H)``: the reward, then each output.
+        ``lone``: no other batch is in the model, so this one may take every core."""
         ...
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
@@ -72,10 +73,11 @@ class Engine(Protocol):
 class OnnxEngine:
     """An exported model folder on onnxruntime."""
 
-    def __init__(self, model: OnnxRewardModel) -> None:
+    def __init__(self, model: OnnxRewardModel, lone: OnnxRewardModel | None = None) -> None:
         if model.manifest is None:
             raise ValueError("the engine needs a model loaded from an exported folder")
         self.model = model
+        self.lone = lone  # the same file on every core, for a batch alone in the model
         self.manifest = model.manifest
         self.name = model.manifest.name
         self.max_length = model.manifest.max_length
@@ -101,7 +103,17 @@ class OnnxEngine:
             spin=settings.spin,
         )
         model.first_batch()
-        return cls(model)
+        lone = None
+        if settings.lone_thread_count:
+            lone = OnnxRewardModel.load(
+                settings.model_dir,
+                threads=settings.lone_thread_count,
+                providers=[provider],
+                verify=settings.verify_checksums,
+                spin=True,  # it runs only when no other batch needs the cores
+            )
+            lone.first_batch()
+        return cls(model, lone)
 
     def encode(
         self, prompts: Sequence[PromptInput], responses: Sequence[str], *, parallel: bool = True
@@ -129,8 +141,9 @@ class OnnxEngine:
                 raise InputError(i, str(exc)) from exc
         return [t for t in tokens if t is not None]
 
-    def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
-        return self.model.run_encodings(encodings, with_heads=True)
+    def run(self, encodings: Sequence[Tokens], *, lone: bool = False) -> np.ndarray:
+        model = self.lone if lone and self.lone is not None else self.model
+        return model.run_encodings(encodings, with_heads=True)
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return self.model.normalize(raw)

@@ -91,6 +91,7 @@ def describe(settings: Settings, engine: Engine) -> str:
         + (f", heads {', '.join(engine.heads)}" if engine.heads else "")
         + f"; {settings.provider} provider {', '.join(info.get('providers', []))}, "
         f"{settings.workers} model worker(s) x {threads} thread(s)"
+        + (f", a lone batch on {lone} threads" if (lone := settings.lone_thread_count) else "")
     )
 
 

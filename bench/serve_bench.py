@@ -210,9 +210,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(command: list[str], url: str) -> subprocess.Popen[bytes]:
-    """Start a server and wait until its /health answers."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(
+    command: list[str], url: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server (in ``env``, else this environment) and wait until its /health
+    answers."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

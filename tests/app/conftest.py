@@ -38,7 +38,7 @@ class ControlledEngine(OnnxEngine):
         self.most_running = 0  # ... at most, so far
         self._count = threading.Lock()
 
-    def run(self, encodings: Sequence[Tokens]) -> np.ndarray:
+    def run(self, encodings: Sequence[Tokens], *, lone: bool = False) -> np.ndarray:
         with self._count:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
@@ -50,7 +50,7 @@ class ControlledEngine(OnnxEngine):
             poison = self.model.tokenizer.token_to_id(self.poison) if self.poison else None
             if poison is not None and any(poison in e.ids for e in encodings):
                 raise RuntimeError("poisoned batch")
-            return super().run(encodings)
+            return super().run(encodings, lone=lone)
         finally:
             with self._count:
                 self.running -= 1

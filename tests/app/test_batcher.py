@@ -4,6 +4,7 @@ grouping by length."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -24,9 +25,11 @@ class CountingEngine:
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
+        self.lone: list[bool] = []  # per call: whether it was run as a lone batch
 
-    def run(self, encodings: Any) -> np.ndarray:
+    def run(self, encodings: Any, *, lone: bool = False) -> np.ndarray:
         self.batches.append([len(e.ids) for e in encodings])
+        self.lone.append(lone)
         return np.array([float(len(e.ids)) for e in encodings], dtype=np.float32)
 
 
@@ -128,3 +131,51 @@ def test_stop_refuses_new_texts() -> None:
             batcher.submit(texts(5))
 
     asyncio.run(go())
+
+
+class SleepingEngine(CountingEngine):
+    """Each call sleeps ``delay_s`` and notes when it ran and whether it was lone."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.spans: list[tuple[float, float]] = []
+
+    def run(self, encodings: Any, *, lone: bool = False) -> np.ndarray:
+        started = time.monotonic()
+        time.sleep(self.delay_s)
+        self.spans.append((started, time.monotonic()))
+        return super().run(encodings, lone=lone)
+
+
+def test_a_batch_alone_in_the_model_with_nothing_waiting_runs_lone() -> None:
+    batcher = make(model_workers=2)
+    asyncio.run(scored(batcher, [10, 12, 11]))
+    assert cast(Any, batcher.engine).lone == [True]
+
+
+def test_a_batch_with_texts_left_waiting_or_another_in_the_model_is_not_lone() -> None:
+    batcher = make(max_batch_size=2, model_workers=2)
+    asyncio.run(scored(batcher, [10] * 6))
+    assert cast(Any, batcher.engine).lone[:2] == [False, False]  # 4 left; then one running
+
+
+def test_no_batch_starts_while_a_lone_batch_has_the_cores() -> None:
+    """The other worker waits for a lone batch to end instead of running beside it (the
+    lone batch's threads would share the cores with it)."""
+    engine = SleepingEngine(0.2)
+    settings = Settings(model_dir=Path("unused"), model_workers=2)
+    batcher = Batcher(cast(Any, engine), settings, Metrics.create())
+
+    async def go() -> None:
+        batcher.start()
+        first = batcher.submit(texts(10))
+        await asyncio.sleep(0.05)  # the first is in the model now
+        second = batcher.submit(texts(10))
+        await asyncio.gather(*first, *second)
+        await batcher.stop()
+
+    asyncio.run(go())
+    assert engine.lone == [True, True]
+    (_, first_ended), (second_started, _) = sorted(engine.spans)
+    assert second_started >= first_ended
