@@ -9,7 +9,8 @@ batches bounded by a size, a token budget that counts padding, and a short wait.
   ``max_batch_tokens`` (batch size x longest text).
 * It leaves when full, or ``max_wait_ms`` after its oldest text arrived.
 * In the model it may become several calls of similar lengths, where the padding saved
-  pays for the extra calls (:mod:`app.grouping`).
+  pays for the extra calls, and none with more attention than ``max_call_attention``
+  (:mod:`app.grouping`).
 * Texts whose request is gone (client disconnected, timed out) are dropped before they
   cost compute; results are never set on a future that was cancelled.
 * The model runs in worker threads, off the event loop: ``model_workers`` batches at once
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from app.config import Settings
 from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
-from app.grouping import padded_cost, plan_calls
+from app.grouping import cap_calls, padded_cost, plan_calls
 from app.metrics import Metrics
 from app.priority import background_executor
 from rankrm.encoding import Tokens
@@ -80,6 +81,7 @@ class Batcher:
         self.max_queue_wait_s = settings.queue_wait_limit_s
         overhead = settings.split_overhead_tokens
         self.split_overhead_tokens = float("inf") if overhead is None else overhead
+        self.max_call_attention = settings.call_attention_limit
         self.metrics = metrics
         self._pending: list[_Item] = []
         self._arrival = asyncio.Event()
@@ -196,7 +198,9 @@ class Batcher:
                 self._no_lone.clear()
             self._busy += 1
             try:
-                calls = plan_calls([item.tokens for item in batch], self.split_overhead_tokens)
+                lengths = [item.tokens for item in batch]
+                calls = plan_calls(lengths, self.split_overhead_tokens)
+                calls = cap_calls(lengths, calls, self.max_call_attention)
                 raw = await loop.run_in_executor(self._executor, self._run, batch, calls, lone)
             except Exception:
                 log.exception("a batch of %d texts failed", len(batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -125,6 +126,15 @@ class Settings(BaseSettings):
         "calls of similar lengths where the padding saved outweighs the extra calls. "
         "Default: measured at start-up; a huge value never splits.",
     )
+    max_call_attention: float | None = Field(
+        None,
+        gt=0,
+        description="Texts x tokens squared per model call at most (the size of its "
+        "attention scores): larger calls of a batch are cut into equal parts. On CPU, calls "
+        "of 8 texts of 128 tokens ran 4-8 % slower than calls of 4 (their attention no longer "
+        "fits the caches), while short texts are unaffected (docs/benchmarks.md). Default: "
+        "65536 (4 texts of 128 tokens, 64 of 32) on CPU, no limit on a GPU.",
+    )
     max_queue: int = Field(
         2048, ge=1, description="Texts waiting at most; past it requests get 429 at once."
     )
@@ -194,6 +204,13 @@ class Settings(BaseSettings):
         if self.model_workers is not None:
             return self.model_workers
         return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+    @property
+    def call_attention_limit(self) -> float:
+        """``max_call_attention``, or its default: 4 x 128² on CPU, none on a GPU."""
+        if self.max_call_attention is not None:
+            return self.max_call_attention
+        return 4 * 128**2 if self.provider == "cpu" else math.inf
 
     @property
     def lone_thread_count(self) -> int:

@@ -179,3 +179,15 @@ def test_no_batch_starts_while_a_lone_batch_has_the_cores() -> None:
     assert engine.lone == [True, True]
     (_, first_ended), (second_started, _) = sorted(engine.spans)
     assert second_started >= first_ended
+
+
+def test_long_texts_run_as_calls_within_the_attention_limit() -> None:
+    """The default limit on CPU is 4 texts of 128 tokens a call; short texts stay whole."""
+    assert asyncio.run(scored(make(), [128] * 8)) == [[128] * 4, [128] * 4]
+    assert asyncio.run(scored(make(), [32] * 16)) == [[32] * 16]
+
+
+def test_the_attention_limit_is_four_long_texts_on_cpu_and_none_on_a_gpu() -> None:
+    assert Settings(model_dir=Path("unused")).call_attention_limit == 4 * 128**2
+    assert Settings(model_dir=Path("unused"), provider="cuda").call_attention_limit == float("inf")
+    assert Settings(model_dir=Path("unused"), max_call_attention=100).call_attention_limit == 100

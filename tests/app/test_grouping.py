@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.grouping import padded_cost, plan_calls
+from app.grouping import cap_calls, padded_cost, plan_calls
 
 
 def partitions(items: list[int]) -> Iterator[list[list[int]]]:
@@ -55,3 +55,27 @@ def test_large_batches_are_planned_too() -> None:
     plan = plan_calls(lengths, 12.0)
     assert sorted(i for call in plan for i in call) == list(range(4096))
     assert padded_cost(lengths, plan, 12.0) < padded_cost(lengths, [list(range(4096))], 12.0)
+
+
+def test_a_call_of_long_texts_is_cut_into_equal_calls_within_the_attention_limit() -> None:
+    lengths = [128] * 8
+    assert cap_calls(lengths, [list(range(8))], 4 * 128**2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert cap_calls(lengths, [list(range(8))], 3 * 128**2) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def test_calls_within_the_limit_and_no_limit_leave_the_plan_as_it_is() -> None:
+    short = [36] * 28  # a full batch of short texts: a quarter of the attention of 8 x 128
+    assert cap_calls(short, [list(range(28))], 4 * 128**2) == [list(range(28))]
+    assert cap_calls([128] * 8, [list(range(8))], float("inf")) == [list(range(8))]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_capped_calls_keep_every_text_once_in_order_and_fit_where_they_can(seed: int) -> None:
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 128) for _ in range(rng.randint(1, 40))]
+    limit = rng.choice([1e3, 2e4, 65536.0])
+    plan = plan_calls(lengths, 10.0)
+    capped = cap_calls(lengths, plan, limit)
+    assert [i for call in capped for i in call] == [i for call in plan for i in call]
+    for call in capped:
+        assert len(call) == 1 or len(call) * max(lengths[i] for i in call) ** 2 <= limit
