@@ -40,7 +40,7 @@ from app.state import ServiceState
 
 log = logging.getLogger("rankrm.service")
 
-SCORING_PATHS = frozenset({"/score", "/compare", "/rank", "/get_reward"})
+SCORING_PATHS = frozenset({"/score", "/compare", "/rank", "/groups", "/get_reward"})
 _GATE_ENTRIES = 10_000  # connections remembered at once by the Retry-After gate
 
 

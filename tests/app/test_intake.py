@@ -15,7 +15,10 @@ import pytest
 
 from app.batcher import Batcher
 from app.config import Settings
+from app.fastlane import lanes
+from app.intake import SCORING_PATHS
 from app.metrics import Metrics
+from app.routes import router
 from tests.app.conftest import ControlledEngine, Server, running
 from tests.app.test_errors import check_error
 
@@ -173,11 +176,18 @@ def fill_the_queue(
     return busy
 
 
-def test_full_queue_refuses_before_reading_the_body(engine: ControlledEngine) -> None:
+def test_every_scoring_endpoint_is_admitted_before_its_body() -> None:
+    """The paths Intake admits before reading a body are the scoring routes (those the fast
+    lane answers), so a new scoring endpoint cannot be left out."""
+    assert set(lanes(router.routes)) == SCORING_PATHS
+
+
+@pytest.mark.parametrize("path", ["/score", "/groups"])
+def test_full_queue_refuses_before_reading_the_body(engine: ControlledEngine, path: str) -> None:
     engine.delay_s = 0.5
     with running(engine, max_queue=8, max_items=8, max_batch_size=4) as s:
         busy = fill_the_queue(s, engine)
-        head = b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n"
+        head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n".encode()
         answer = raw_exchange(s.url, head)  # headers only: refused without the body
         assert answer.startswith(b"HTTP/1.1 429"), answer
         assert b"retry-after" in answer.lower()
