@@ -50,7 +50,9 @@ def test_bert_graphs_are_fused_and_the_fused_graph_scores_the_same(
     names = export_onnx(rm, raw)
     assert optimize_onnx(raw, fused, rm.model) is True
     ops = {node.op_type for node in onnx.load(str(fused)).graph.node}
-    assert ops & {"Attention", "MultiHeadAttention", "SkipLayerNormalization"}
+    assert ops & {"Attention", "MultiHeadAttention"}
+    assert "LayerNormalization" in ops
+    assert "SkipLayerNormalization" not in ops  # slower on CPU than Add + LayerNormalization
     batch = rm.hf_tokenizer(TEXTS, padding=True, return_tensors="np")
     feeds = {n: batch[n].astype(np.int64) for n in names}
     assert run(fused, feeds) == pytest.approx(run(raw, feeds), abs=1e-5)
