@@ -214,7 +214,7 @@ class Batcher:
                 self._busy -= 1
                 self._no_lone.set()
             finished = time.monotonic()
-            self._record(batch, calls, started, finished)
+            self._record(batch, calls, started, finished, lone)
             for item, (value, heads) in zip(batch, raw, strict=True):
                 if not item.future.done():  # cancelled while it ran: nobody to tell
                     waited, ran = started - item.enqueued, finished - started
@@ -307,12 +307,20 @@ class Batcher:
         self.metrics.queue_wait_estimate.labels(self.model).set(self.expected_wait_s())
 
     def _record(
-        self, batch: list[_Item], calls: list[list[int]], started: float, finished: float
+        self,
+        batch: list[_Item],
+        calls: list[list[int]],
+        started: float,
+        finished: float,
+        lone: bool,
     ) -> None:
         lengths = [item.tokens for item in batch]
         padded = padded_cost(lengths, calls, overhead=0)
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * (finished - started)
-        if padded >= _SPEED_SAMPLE_TOKENS:  # small batches are mostly call overhead
+        # The queue's speed is a worker's under load: small batches are mostly call overhead,
+        # and a lone batch runs on every core, and is the one running when the load stops
+        # (starved by whatever comes next, it measured ten times slower in make bench).
+        if padded >= _SPEED_SAMPLE_TOKENS and not lone:
             per_token = (finished - started) / padded
             self._s_per_token = (
                 per_token if not self._s_per_token else 0.8 * self._s_per_token + 0.2 * per_token

@@ -191,3 +191,15 @@ def test_the_attention_limit_is_four_long_texts_on_cpu_and_none_on_a_gpu() -> No
     assert Settings(model_dir=Path("unused")).call_attention_limit == 4 * 128**2
     assert Settings(model_dir=Path("unused"), provider="cuda").call_attention_limit == float("inf")
     assert Settings(model_dir=Path("unused"), max_call_attention=100).call_attention_limit == 100
+
+
+def test_only_batches_run_beside_others_measure_the_queue_speed() -> None:
+    """A lone batch runs on every core, so its time says nothing of a worker's speed under
+    load (and, the last batch before a lull, it is the one starved by what comes next)."""
+    lone = make(model_workers=2)
+    asyncio.run(scored(lone, [32] * 32))  # 1024 padded tokens, alone
+    assert cast(Any, lone.engine).lone == [True]
+    assert lone.expected_wait_s(1000) == 0  # not measured yet
+    loaded = make(max_batch_size=16, model_workers=2)
+    asyncio.run(scored(loaded, [32] * 64))
+    assert loaded.expected_wait_s(1000) > 0
