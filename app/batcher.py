@@ -24,7 +24,9 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from app.config import Settings
@@ -42,6 +44,7 @@ log = logging.getLogger("rankrm.batcher")
 # fixed cost of a call dominates, and the queue (which leaves in full batches) would look
 # several times slower than it is.
 _SPEED_SAMPLE_TOKENS = 512
+_SPEED_SAMPLES = 16  # the estimate is the median of this many recent batches
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,11 @@ class Batcher:
         self._executor = background_executor(settings.background_nice, self.workers, "rankrm-model")
         self._recent_batch_s = 0.05  # for Retry-After estimates
         self._queued_tokens = 0  # tokens of the texts in _pending
-        # Model seconds per padded token, measured on large batches (moving average); until
-        # one has run, only the count of queued texts bounds the queue.
+        # Model seconds per padded token: the median of the last large batches' (a batch or
+        # two starved by another process must not refuse requests for minutes); until one
+        # has run, only the count of queued texts bounds the queue.
         self._s_per_token = 0.0
+        self._speed_samples: deque[float] = deque(maxlen=_SPEED_SAMPLES)
         self._busy = 0  # batches in the model
         self._no_lone = asyncio.Event()  # set unless a lone batch has the cores
         self._no_lone.set()
@@ -321,10 +326,8 @@ class Batcher:
         # and a lone batch runs on every core, and is the one running when the load stops
         # (starved by whatever comes next, it measured ten times slower in make bench).
         if padded >= _SPEED_SAMPLE_TOKENS and not lone:
-            per_token = (finished - started) / padded
-            self._s_per_token = (
-                per_token if not self._s_per_token else 0.8 * self._s_per_token + 0.2 * per_token
-            )
+            self._speed_samples.append((finished - started) / padded)
+            self._s_per_token = statistics.median(self._speed_samples)
         self.metrics.batch_size.labels(self.model).observe(len(batch))
         self.metrics.batch_calls.labels(self.model).observe(len(calls))
         self.metrics.batch_tokens.labels(self.model).observe(padded)

@@ -12,7 +12,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from app.batcher import Batcher
+from app.batcher import Batcher, _Item
 from app.config import Settings
 from app.errors import ServiceError
 from app.metrics import Metrics
@@ -203,3 +203,25 @@ def test_only_batches_run_beside_others_measure_the_queue_speed() -> None:
     loaded = make(max_batch_size=16, model_workers=2)
     asyncio.run(scored(loaded, [32] * 64))
     assert loaded.expected_wait_s(1000) > 0
+
+
+def test_a_few_starved_batches_do_not_move_the_queue_speed() -> None:
+    """The speed is the median of recent batches: two that ran ten times slower (another
+    process took the cores) leave it as it was; a lasting slowdown moves it."""
+    batcher = make()
+    loop = asyncio.new_event_loop()
+    items = [_Item(encoding, loop.create_future()) for encoding in texts(*[32] * 32)]
+    calls = [list(range(32))]  # 1024 padded tokens
+
+    def ran(seconds: float) -> None:
+        batcher._record(items, calls, 0.0, seconds, lone=False)
+
+    for _ in range(10):
+        ran(0.1)
+    for _ in range(2):
+        ran(1.0)
+    assert batcher.expected_wait_s(1024) == pytest.approx(0.1 / batcher.workers)
+    for _ in range(8):
+        ran(1.0)
+    assert batcher.expected_wait_s(1024) == pytest.approx(1.0 / batcher.workers)
+    loop.close()
