@@ -15,7 +15,9 @@ batches bounded by a size, a token budget that counts padding, and a short wait.
   cost compute; results are never set on a future that was cancelled.
 * The model runs in worker threads, off the event loop: ``model_workers`` batches at once
   (each its own thread on the one session), so the next batch forms while one runs. A
-  failing batch fails its own texts only; the loop keeps serving.
+  batch with nothing beside it (no other batch in the model, no text waiting) is *lone*:
+  it runs on every core (the engine's second session) and the other workers wait for it.
+  A failing batch fails its own texts only; the loop keeps serving.
 """
 
 from __future__ import annotations
@@ -217,7 +219,8 @@ class Batcher:
                 continue
             finally:
                 self._busy -= 1
-                self._no_lone.set()
+                if lone:
+                    self._no_lone.set()
             finished = time.monotonic()
             self._record(batch, calls, started, finished, lone)
             for item, (value, heads) in zip(batch, raw, strict=True):

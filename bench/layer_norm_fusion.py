@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import by_length, workloads  # noqa: E402
+from serve_bench import by_length, raw_rate, workloads  # noqa: E402
 
 from rankrm.runtime import OnnxRewardModel, make_session  # noqa: E402
 from training.model import default_backbone, load_reward_model  # noqa: E402
@@ -51,14 +50,6 @@ def unfuse(src: Path, dst: Path) -> None:
     del graph.graph.node[:]
     graph.graph.node.extend(nodes)
     onnx.save(graph, str(dst))
-
-
-def rate(model: OnnxRewardModel, encodings: list[object], size: int, seconds: float) -> float:
-    start, done, i = time.perf_counter(), 0, 0
-    while time.perf_counter() - start < seconds:
-        model.run_encodings(encodings[i : i + size] or encodings[:size])  # type: ignore[arg-type]
-        done, i = done + size, (i + size) % len(encodings)
-    return done / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -90,7 +81,7 @@ def main() -> None:
             encodings = by_length(served, texts[workload])
             for name, model in models.items():
                 rates.setdefault((name, workload), []).append(
-                    rate(model, encodings, size, args.seconds)
+                    raw_rate(model, encodings, size, args.seconds)
                 )
     print("| graph | " + " | ".join(f"{w} (batch {s})" for w, s in sizes.items()) + " |")
     print("| --- |" + " --- |" * len(sizes))
