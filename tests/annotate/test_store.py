@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -145,16 +146,33 @@ def test_an_abandoned_assignment_expires_and_its_late_answer_is_refused(db_url: 
 
 def run_annotators(store: Store, people: int, seed: int = 0) -> Counter[tuple[str, str]]:
     """``people`` threads, each an annotator taking, ranking (and now and then skipping)
-    tasks until none is left; returns (task, annotator) -> times ranked."""
+    tasks until none is left; returns (task, annotator) -> times ranked.
+
+    A skip hands the task's place back to the others, so an annotator told "nothing left"
+    asks again while anyone still works (as people coming back to the app would); they stop
+    when all of them are told so."""
     done: Counter[tuple[str, str]] = Counter()
     lock = threading.Lock()
     errors: list[BaseException] = []
+    working = [people]  # annotators whose last answer from the store was a task
 
     def work(name: str) -> None:
         try:
             me = store.annotator(name)
             count = 0
-            while (shown := store.next(me)) is not None:
+            waiting = False
+            while True:
+                shown = store.next(me)
+                with lock:
+                    if (shown is None) != waiting:
+                        waiting = shown is None
+                        working[0] += -1 if waiting else 1
+                    others = working[0]
+                if shown is None:
+                    if not others:
+                        return
+                    time.sleep(0.01)
+                    continue
                 count += 1
                 if count % 17 == 0:
                     store.skip(me, shown.assignment)
