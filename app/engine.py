@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,7 +17,8 @@ import numpy as np
 from app.config import Settings
 from rankrm.chat import ChatTemplateError
 from rankrm.encoding import Batch, Tokens
-from rankrm.runtime import OnnxRewardModel
+from rankrm.manifest import MODEL_FILE
+from rankrm.runtime import OnnxRewardModel, make_session
 
 NEVER_SPLIT = 1e9  # a call overhead no padding saving can beat
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -104,14 +106,14 @@ class OnnxEngine:
         )
         model.first_batch()
         lone = None
-        if settings.lone_thread_count:
-            lone = OnnxRewardModel.load(
-                settings.model_dir,
-                threads=settings.lone_thread_count,
-                providers=[provider],
-                verify=settings.verify_checksums,
+        if settings.lone_thread_count:  # the same model and tokenizer, a second session
+            session = make_session(
+                settings.model_dir / MODEL_FILE,
+                settings.lone_thread_count,
+                [provider],
                 spin=True,  # it runs only when no other batch needs the cores
             )
+            lone = replace(model, session=session)
             lone.first_batch()
         return cls(model, lone)
 
