@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 from training.model import load_reward_model
 from training.onnx_export import OUTPUT_NAME, export_onnx
 from training.onnx_files import save_onnx
-from training.quantize import half_precision, quantize_per_token
+from training.quantize import half_precision, quantize_per_token, symmetric_int8
 
 TEXTS = ["good film", "a very long movie was good and the plot was fine", "bad", "sad ugly"]
 
@@ -42,6 +43,45 @@ def test_int8_quantises_the_matrix_products_and_stays_close(
     # A random head gives rewards close together: the bar is relative to their size.
     assert np.abs(int8 - fp32).max() < 0.02 * np.abs(fp32).max()
     assert not np.array_equal(int8, fp32)  # it did change the arithmetic
+
+
+def per_token_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The scheme in numpy: int8 rows of x (one scale per row) times int8 columns of w."""
+    x_scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-8) / np.float32(127)
+    x_q = np.round(x / x_scale).astype(np.int64)
+    w_q, w_scale = symmetric_int8(w, axis=0)
+    product = (x_q @ w_q.astype(np.int64)) * w_scale.astype(np.float64)
+    return np.asarray(product * x_scale + bias)
+
+
+def test_int8_product_is_the_per_token_scheme_and_batch_invariant() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((48, 24)).astype(np.float32)
+    bias = rng.standard_normal(24).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 48])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    quantized, count = quantize_per_token(model)
+    assert count == 1
+    session = ort.InferenceSession(
+        quantized.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    x = (rng.standard_normal((3, 7, 48)) * 4).astype(np.float32)
+    x[1, 2] = 0.0  # an all-zero row keeps a finite scale
+    (y,) = session.run(None, {"x": x})
+    expected = per_token_reference(x, w, bias)
+    assert np.abs(y - expected).max() < 1e-5 * np.abs(expected).max()
+    (alone,) = session.run(None, {"x": x[2:3, 3:5]})
+    np.testing.assert_array_equal(alone, y[2:3, 3:5])  # a row's output is its own
 
 
 def test_fp16_keeps_int64_inputs_and_a_float32_output(
