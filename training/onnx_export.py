@@ -108,7 +108,7 @@ def optimize_onnx(
     # onnxruntime's CPU kernel of the fused residual + layer norm runs 6.5x slower than an
     # Add and a LayerNormalization on the same input (1.0 ms against 0.15 ms for 16 x 36 x
     # 384 on one thread); unfused, the int8 MiniLM scores 12-30 % more texts a second
-    # (docs/benchmarks.md, bench/layer_norm_fusion.py).
+    # (docs/benchmarks.md, bench/int8_graph.py).
     options.enable_skip_layer_norm = skip_layer_norm
     options.enable_bias_skip_layer_norm = skip_layer_norm
     optimized = optimize_model(
