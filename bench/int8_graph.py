@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,20 +83,20 @@ def build(tmp: Path) -> dict[str, Path]:
     save_onnx(quantize_per_token(onnx.load(str(raw)))[0], quantized)
     spelled = tmp / "int8-spelled.raw.onnx"
     save_onnx(spelled_out(onnx.load(str(quantized))), spelled)
-    steps: dict[str, tuple[Path, Callable[[Path, Path], object]]] = {
-        "fp32, SkipLayerNormalization": (
-            raw, lambda s, d: optimize_onnx(s, d, rm.model, skip_layer_norm=True)),
-        "fp32 (the export)": (raw, lambda s, d: optimize_onnx(s, d, rm.model)),
-        "int8, SkipLayerNormalization": (
-            quantized, lambda s, d: optimize_onnx(s, d, rm.model, skip_layer_norm=True)),
-        "int8, standard operators": (spelled, lambda s, d: optimize_onnx(s, d, rm.model)),
-        "int8 (the export)": (quantized, lambda s, d: optimize_onnx(s, d, rm.model)),
-    }  # fmt: skip
-    graphs = {}
-    for i, (name, (source, optimize)) in enumerate(steps.items()):
-        graphs[name] = tmp / f"graph{i}.onnx"
-        optimize(source, graphs[name])
-    return graphs
+    written: list[Path] = []
+
+    def optimized(source: Path, fused: bool = False) -> Path:
+        written.append(tmp / f"graph{len(written)}.onnx")
+        optimize_onnx(source, written[-1], rm.model, skip_layer_norm=fused)
+        return written[-1]
+
+    return {
+        "fp32, SkipLayerNormalization": optimized(raw, fused=True),
+        "fp32 (the export)": optimized(raw),
+        "int8, SkipLayerNormalization": optimized(quantized, fused=True),
+        "int8, standard operators": optimized(spelled),
+        "int8 (the export)": optimized(quantized),
+    }
 
 
 def main() -> None:
