@@ -1,4 +1,4 @@
-"""Dynamic batching: one worker owns the model; requests' texts queue up and leave in
+"""Dynamic batching: worker threads own the model; requests' texts queue up and leave in
 batches bounded by a size, a token budget that counts padding, and a short wait.
 
 * Admission is checked without waiting: texts beyond ``max_queue``, or beyond what the
@@ -14,9 +14,13 @@ batches bounded by a size, a token budget that counts padding, and a short wait.
 * Texts whose request is gone (client disconnected, timed out) are dropped before they
   cost compute; results are never set on a future that was cancelled.
 * The model runs in worker threads, off the event loop: ``model_workers`` batches at once
-  (each its own thread on the one session), so the next batch forms while one runs. A
-  batch with nothing beside it (no other batch in the model, no text waiting) is *lone*:
-  it runs on every core (the engine's second session) and the other workers wait for it.
+  (each its own thread on the one session). A worker takes its next batch itself as soon
+  as it is done with the last: the event loop only queues texts (``submit``, under the
+  lock the workers take batches under) and resolves futures, so a loop busy with answers
+  and new requests does not keep the model waiting between batches (docs/benchmarks.md,
+  "Batches formed on the model's threads"). A batch with nothing beside it (no other batch
+  in the model, no text waiting) is *lone*: it runs on every core (the engine's second
+  session) and the other workers wait for it.
   A failing batch fails its own texts only; the loop keeps serving.
 """
 
@@ -27,8 +31,10 @@ import contextlib
 import heapq
 import logging
 import statistics
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.config import Settings
@@ -36,7 +42,7 @@ from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
 from app.grouping import cap_calls, padded_cost, plan_calls
 from app.metrics import Metrics
-from app.priority import background_executor
+from app.priority import lower_this_thread
 from rankrm.encoding import Tokens
 
 log = logging.getLogger("rankrm.batcher")
@@ -72,8 +78,41 @@ class _Item:
         return len(self.encoding.ids)
 
 
+class _Observers:
+    """One model's batch metrics, their labels looked up once (each lookup takes a lock)."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.size = metrics.batch_size.labels(model)
+        self.calls = metrics.batch_calls.labels(model)
+        self.tokens = metrics.batch_tokens.labels(model)
+        self.padding = metrics.batch_padding.labels(model)
+        self.inference = metrics.inference_seconds.labels(model)
+        self.queue = metrics.queue_seconds.labels(model)
+        self.failures = metrics.batch_failures.labels(model)
+        self.dropped = metrics.dropped_texts.labels(model)
+        self.texts = metrics.texts.labels(model)
+
+    def batch(
+        self,
+        batch: list[_Item],
+        calls: int,
+        padded: float,
+        tokens: int,
+        started: float,
+        ended: float,
+    ) -> None:
+        self.texts.inc(len(batch))
+        self.size.observe(len(batch))
+        self.calls.observe(calls)
+        self.tokens.observe(padded)
+        self.padding.observe(1 - tokens / padded)
+        self.inference.observe(ended - started)
+        for item in batch:
+            self.queue.observe(started - item.enqueued)
+
+
 class Batcher:
-    """Queue of texts and the worker task that scores them in batches."""
+    """Queue of texts and the worker threads that score them in batches."""
 
     def __init__(
         self, engine: Engine, settings: Settings, metrics: Metrics, name: str | None = None
@@ -88,55 +127,67 @@ class Batcher:
         self.split_overhead_tokens = float("inf") if overhead is None else overhead
         self.max_call_attention = settings.call_attention_limit
         self.metrics = metrics
-        self._pending: list[_Item] = []
-        self._arrival = asyncio.Event()
         self.workers = settings.workers
         self.model = name or engine.name  # the label of this model's metrics
-        self._tasks: list[asyncio.Task[None]] = []
-        self._executor = background_executor(settings.background_nice, self.workers, "rankrm-model")
-        self._recent_batch_s = 0.05  # for Retry-After estimates
+        self._nice = settings.background_nice
+        # _pending, _queued_tokens, _busy and _lone change under this lock; the workers wait
+        # on it for texts (submit notifies it) and for a lone batch to end.
+        self._ready = threading.Condition()
+        self._pending: list[_Item] = []
         self._queued_tokens = 0  # tokens of the texts in _pending
+        self._busy = 0  # batches in the model
+        self._lone = False  # a lone batch has every core
+        self._threads: list[threading.Thread] = []
+        self._alive = 0  # worker threads running their loop
+        self._loop: asyncio.AbstractEventLoop | None = None  # where futures are resolved
+        self._closing = False  # no new texts
+        self._stopping = False  # the workers leave
+        self._recent_batch_s = 0.05  # for Retry-After estimates
         # Model seconds per padded token: the median of the last large batches' (a batch or
         # two starved by another process must not refuse requests for minutes); until one
         # has run, only the count of queued texts bounds the queue.
         self._s_per_token = 0.0
         self._speed_samples: deque[float] = deque(maxlen=_SPEED_SAMPLES)
-        self._busy = 0  # batches in the model
-        self._no_lone = asyncio.Event()  # set unless a lone batch has the cores
-        self._no_lone.set()
-        self._closing = False
+        self._observe = _Observers(metrics, self.model)
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Start the worker tasks (on the running loop)."""
-        if not self._tasks:
-            loop = asyncio.get_running_loop()
-            self._tasks = [
-                loop.create_task(self._loop(), name=f"batcher-{k}") for k in range(self.workers)
-            ]
+        """Start the worker threads (results are delivered on the running loop)."""
+        if self._threads:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._alive = self.workers
+        self._threads = [
+            threading.Thread(target=self._work, name=f"rankrm-model_{k}", daemon=True)
+            for k in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def running(self) -> bool:
         """Whether the workers are alive."""
-        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+        return self._alive == self.workers and not self._stopping
 
     async def stop(self, drain_s: float = 30.0) -> None:
-        """Refuse new texts, score those in hand (up to ``drain_s``), then stop the worker."""
+        """Refuse new texts, score those in hand (up to ``drain_s``), then stop the workers."""
         self._closing = True
         deadline = time.monotonic() + drain_s
         while (self._pending or self._busy) and self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        for item in self._pending:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        while any(thread.is_alive() for thread in self._threads):  # a batch still running
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # results the workers handed over last
+        self._threads = []
+        with self._ready:
+            left, self._pending = self._pending, []
+            self._queued_tokens = 0
+        for item in left:
             if not item.future.done():
                 item.future.set_exception(ServiceError(ErrorKind.NOT_READY, "shutting down"))
-        self._pending.clear()
-        self._queued_tokens = 0
-        self._executor.shutdown(wait=True)
 
     # ----------------------------------------------------------------- admission
     @property
@@ -176,57 +227,92 @@ class Batcher:
             raise refused
         loop = asyncio.get_running_loop()
         items = [_Item(e, loop.create_future(), turn) for turn, e in enumerate(encodings)]
-        self._pending.extend(items)
-        self._queued_tokens += sum(item.tokens for item in items)
-        self._gauge()
-        self._arrival.set()
+        with self._ready:
+            self._pending.extend(items)
+            self._queued_tokens += sum(item.tokens for item in items)
+            self._ready.notify_all()
         return [item.future for item in items]
 
-    # ----------------------------------------------------------------- the worker
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self._drop_abandoned()
-            if not self._pending:
-                self._arrival.clear()
-                await self._arrival.wait()
-                continue
-            await self._wait_for_mates()
-            if not self._no_lone.is_set():  # a lone batch has every core: start after it
-                await self._no_lone.wait()
-                continue
-            batch = self._take_batch()
-            self._gauge()
-            if not batch:
-                continue
-            started = time.monotonic()
-            lone = not self._busy and not self._pending  # nothing else for the cores to do
-            if lone:
-                self._no_lone.clear()
-            self._busy += 1
-            try:
-                lengths = [item.tokens for item in batch]
-                calls = plan_calls(lengths, self.split_overhead_tokens)
-                calls = cap_calls(lengths, calls, self.max_call_attention)
-                raw = await loop.run_in_executor(self._executor, self._run, batch, calls, lone)
-            except Exception:
-                log.exception("a batch of %d texts failed", len(batch))
-                self.metrics.batch_failures.labels(self.model).inc()
-                error = ServiceError(ErrorKind.MODEL_ERROR, "the model failed on this batch")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                continue
-            finally:
+    # ----------------------------------------------------------------- the workers
+    def _work(self) -> None:
+        """A worker thread: take the next batch as soon as the last is done (no round trip
+        through the event loop between them), score it, hand the results to the loop."""
+        lower_this_thread(self._nice)
+        try:
+            while (taken := self._next_batch()) is not None:
+                self._score(*taken)
+        finally:
+            with self._ready:
+                self._alive -= 1
+
+    def _next_batch(self) -> tuple[list[_Item], bool] | None:
+        """Wait for a batch (full, or ``max_wait`` after its oldest text arrived, and no lone
+        batch in the model) and take it, with whether it is lone; None when stopping."""
+        with self._ready:
+            while not self._stopping:
+                self._drop_abandoned()
+                if not self._pending or self._lone:
+                    self._ready.wait()
+                    continue
+                if len(self._pending) < self.max_batch_size:
+                    remaining = self._pending[0].enqueued + self.max_wait_s - time.monotonic()
+                    if remaining > 0:  # wait for batch-mates
+                        self._ready.wait(remaining)
+                        continue
+                batch = self._take_batch()
+                lone = not self._busy and not self._pending  # nothing else for the cores
+                self._busy += 1
+                self._lone = lone
+                return batch, lone
+            return None
+
+    def _score(self, batch: list[_Item], lone: bool) -> None:
+        """Score one batch on this worker thread and resolve its futures on the loop."""
+        started = time.monotonic()
+        lengths = [item.tokens for item in batch]
+        calls = plan_calls(lengths, self.split_overhead_tokens)
+        calls = cap_calls(lengths, calls, self.max_call_attention)
+        try:
+            raw = self._run(batch, calls, lone)
+        except Exception:
+            log.exception("a batch of %d texts failed", len(batch))
+            self._observe.failures.inc()
+            error = ServiceError(ErrorKind.MODEL_ERROR, "the model failed on this batch")
+            self._hand_over(self._fail, batch, error)
+            return
+        finally:
+            with self._ready:
                 self._busy -= 1
                 if lone:
-                    self._no_lone.set()
-            finished = time.monotonic()
-            self._record(batch, calls, started, finished, lone)
-            for item, (value, heads) in zip(batch, raw, strict=True):
-                if not item.future.done():  # cancelled while it ran: nobody to tell
-                    waited, ran = started - item.enqueued, finished - started
-                    item.future.set_result(Scored(value, waited, ran, len(batch), heads))
+                    self._lone = False
+                    self._ready.notify_all()
+        finished = time.monotonic()
+        self._record(batch, calls, started, finished, lone)
+        self._hand_over(self._deliver, batch, raw, started, finished)
+
+    def _hand_over(self, callback: Callable[..., None], *args: object) -> None:
+        """Run ``callback`` on the event loop (futures are the loop's to resolve)."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    @staticmethod
+    def _deliver(
+        batch: list[_Item],
+        raw: list[tuple[float, tuple[float, ...]]],
+        started: float,
+        finished: float,
+    ) -> None:
+        for item, (value, heads) in zip(batch, raw, strict=True):
+            if not item.future.done():  # cancelled while it ran: nobody to tell
+                waited, ran = started - item.enqueued, finished - started
+                item.future.set_result(Scored(value, waited, ran, len(batch), heads))
+
+    @staticmethod
+    def _fail(batch: list[_Item], error: ServiceError) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
 
     def _run(
         self, batch: list[_Item], calls: list[list[int]], lone: bool
@@ -245,29 +331,17 @@ class Batcher:
                     raw[i] = (float(value[0]), tuple(float(v) for v in value[1:]))
         return raw
 
-    async def _wait_for_mates(self) -> None:
-        """Wait until a batch is full or the oldest text has waited ``max_wait``."""
-        deadline = self._pending[0].enqueued + self.max_wait_s
-        while len(self._pending) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._arrival.clear()
-            try:
-                await asyncio.wait_for(self._arrival.wait(), remaining)
-            except TimeoutError:
-                return
-
     def _drop_abandoned(self) -> None:
+        """Drop texts whose request is gone (under the lock)."""
         before = len(self._pending)
         self._pending = [item for item in self._pending if not item.future.done()]
         if len(self._pending) != before:
-            self.metrics.dropped_texts.labels(self.model).inc(before - len(self._pending))
+            self._observe.dropped.inc(before - len(self._pending))
             self._queued_tokens = sum(item.tokens for item in self._pending)
 
     def _take_batch(self) -> list[_Item]:
         """The texts owed a place first, then the texts nearest in length to the first of
-        them, within both budgets.
+        them, within both budgets (under the lock).
 
         Requests take turns: the texts owed a place are those earliest in the order of
         (place within their request, arrival), a quarter of a batch, so a small request
@@ -310,10 +384,6 @@ class Batcher:
         self._queued_tokens -= sum(item.tokens for item in batch)
         return batch
 
-    def _gauge(self) -> None:
-        self.metrics.queue_size.labels(self.model).set(len(self._pending))
-        self.metrics.queue_wait_estimate.labels(self.model).set(self.expected_wait_s())
-
     def _record(
         self,
         batch: list[_Item],
@@ -331,10 +401,4 @@ class Batcher:
         if padded >= _SPEED_SAMPLE_TOKENS and not lone:
             self._speed_samples.append((finished - started) / padded)
             self._s_per_token = statistics.median(self._speed_samples)
-        self.metrics.batch_size.labels(self.model).observe(len(batch))
-        self.metrics.batch_calls.labels(self.model).observe(len(calls))
-        self.metrics.batch_tokens.labels(self.model).observe(padded)
-        self.metrics.batch_padding.labels(self.model).observe(1 - sum(lengths) / padded)
-        self.metrics.inference_seconds.labels(self.model).observe(finished - started)
-        for item in batch:
-            self.metrics.queue_seconds.labels(self.model).observe(started - item.enqueued)
+        self._observe.batch(batch, len(calls), padded, sum(lengths), started, finished)

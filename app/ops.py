@@ -67,4 +67,7 @@ async def metrics(request: Request) -> Response:
     state: ServiceState = request.app.state.service
     for one in state.models.values():
         state.metrics.queue_size.labels(one.batcher.model).set(one.batcher.queued)
+        state.metrics.queue_wait_estimate.labels(one.batcher.model).set(
+            one.batcher.expected_wait_s()
+        )
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -257,7 +257,6 @@ async def score(
             f"not scored within {state.settings.request_timeout_s:g}s; the service is busy",
         )
     results: list[Scored] = gathered.result()
-    state.metrics.texts.labels(use.name).inc(len(results))
     timings = Timings(
         tokenize_ms=1000 * (tokenized - started),
         queue_ms=1000 * max(r.queue_s for r in results),

@@ -225,3 +225,21 @@ def test_a_few_starved_batches_do_not_move_the_queue_speed() -> None:
         ran(1.0)
     assert batcher.expected_wait_s(1024) == pytest.approx(1.0 / batcher.workers)
     loop.close()
+
+
+def test_a_worker_takes_its_next_batch_without_the_event_loop() -> None:
+    """Batches form on the worker threads: while the event loop is busy elsewhere (here:
+    blocked), a worker that finishes a batch goes straight on to the next."""
+    engine = SleepingEngine(0.05)
+    settings = Settings(model_dir=Path("unused"), model_workers=1, max_batch_size=2)
+    batcher = Batcher(cast(Any, engine), settings, Metrics.create())
+
+    async def go() -> None:
+        batcher.start()
+        futures = batcher.submit(texts(10, 10, 10, 10, 10, 10))
+        time.sleep(0.5)  # the loop does not run: three batches of 0.05 s fit in this
+        assert len(engine.spans) == 3
+        await asyncio.gather(*futures)
+        await batcher.stop()
+
+    asyncio.run(go())

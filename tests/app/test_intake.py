@@ -221,11 +221,13 @@ def test_a_request_that_does_not_fit_is_refused_before_it_is_tokenised(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_queue_is_bounded_by_measured_model_time(engine: ControlledEngine, workers: int) -> None:
+def test_queue_is_bounded_by_measured_model_time(
+    engine: ControlledEngine, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """At 1 ms per padded token a worker, the 2 s bound holds 2,000 tokens per worker."""
     settings = Settings(model_dir="unused", max_queue_wait_s=2.0, model_workers=workers)
     batcher = Batcher(engine, settings, Metrics.create())
-    batcher._tasks = [type("Alive", (), {"done": lambda self: False})()]
+    monkeypatch.setattr(Batcher, "running", True)  # as if started
     batcher._s_per_token = 0.001  # as measured: 1 ms per padded token
     assert batcher.refusal(texts=1, tokens=1500 * workers) is None
     refused = batcher.refusal(texts=1, tokens=2500 * workers)
