@@ -3,12 +3,14 @@ real server on loopback with raw sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
 
 import httpx
 
+from app.connection import OneSend
 from tests.app.conftest import ControlledEngine, running
 
 
@@ -111,3 +113,46 @@ def test_connections_past_the_cap_get_503_and_others_go_on(engine: ControlledEng
                 sock.close()
         time.sleep(0.3)  # their closes seen
         assert httpx.get(f"{s.url}/health").status_code == 200
+
+
+class Recording(asyncio.Transport):
+    """A transport that notes each write and close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[bytes | str] = []
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.events.append(bytes(data))
+
+    def close(self) -> None:
+        self.events.append("close")
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_writes_in_one_turn_of_the_loop_leave_in_one_send() -> None:
+    """uvicorn writes a head, then a body: they reach the socket as one write."""
+
+    async def go() -> list[bytes | str]:
+        inner = Recording()
+        transport = OneSend(inner, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b'{"rewards": [1.0]}')
+        assert inner.events == []  # held until the turn ends
+        assert transport.get_write_buffer_size() == 37
+        await asyncio.sleep(0)
+        transport.write(b"next")
+        transport.close()  # what is held goes first
+        transport.write(b"after close")
+        await asyncio.sleep(0)
+        return inner.events
+
+    events = asyncio.run(go())
+    assert events == [b'HTTP/1.1 200 OK\r\n\r\n{"rewards": [1.0]}', b"next", "close"]
