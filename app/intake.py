@@ -112,6 +112,8 @@ class Intake:
         self.budget = ByteBudget(state.settings.max_inflight_bytes)
         self.gate = RetryAfterGate(state.metrics)
         state.metrics.inflight_bytes_limit.set(self.budget.limit)
+        budget = self.budget
+        state.metrics.inflight_bytes.set_function(lambda: budget.used)  # read when scraped
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -134,13 +136,12 @@ class Intake:
                     f"request body of {declared} bytes is over the {self.limit}-byte limit",
                 )
             chunks: list[bytes] = []
-            deadline = time.monotonic() + self.state.settings.request_timeout_s
+            deadline = asyncio.get_running_loop().time() + self.state.settings.request_timeout_s
             more = True
             while more:
                 message = await _receive_before(receive, deadline)
                 if message["type"] == "http.disconnect":
                     self.budget.give(reserved)  # the client left: nobody to answer
-                    self.state.metrics.inflight_bytes.set(self.budget.used)
                     return
                 chunk = message.get("body", b"")
                 more = message.get("more_body", False)
@@ -156,13 +157,11 @@ class Intake:
                         retry_after=1,
                     )
                 reserved += len(chunk)
-                self.state.metrics.inflight_bytes.set(self.budget.used)
                 chunks.append(chunk)
             body = b"".join(chunks)
             del chunks
         except ServiceError as exc:
             self.budget.give(reserved)
-            self.state.metrics.inflight_bytes.set(self.budget.used)
             unread = declared - reserved if declared is not None else None
             close = unread is None or unread > self.limit
             await _refuse(exc, scope, receive, send, close=close)
@@ -171,7 +170,6 @@ class Intake:
             await self.app(scope, replay(body, receive), send)
         finally:
             self.budget.give(reserved)
-            self.state.metrics.inflight_bytes.set(self.budget.used)
 
     def _admit(self, headers: list[tuple[bytes, bytes]]) -> None:
         """Refuse a scoring request that cannot be served, before its body is read."""
@@ -191,9 +189,10 @@ def _content_length(headers: dict[bytes, bytes]) -> int | None:
 
 
 async def _receive_before(receive: Receive, deadline: float) -> Message:
-    remaining = deadline - time.monotonic()
+    """The next message, or BODY_TIMEOUT once the loop's clock passes ``deadline``."""
     try:
-        return await asyncio.wait_for(receive(), max(remaining, 0.001))
+        async with asyncio.timeout_at(deadline):
+            return await receive()
     except TimeoutError:
         raise ServiceError(
             ErrorKind.BODY_TIMEOUT, "the request body did not arrive in time"

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import ops, routes
@@ -51,6 +52,9 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.known = known  # the app's routes; any other path counts as "other"
+        # labelled series, looked up once each (a lookup takes a lock)
+        self._counts: dict[tuple[str, int], Counter] = {}
+        self._times: dict[str, Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,8 +77,19 @@ class RequestMetrics:
         finally:
             path = scope["path"]
             endpoint = path if path in self.known else "other"
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.request_seconds.labels(endpoint).observe(time.monotonic() - started)
+            self._count(endpoint, status).inc()
+            self._time(endpoint).observe(time.monotonic() - started)
+
+    def _count(self, endpoint: str, status: int) -> Counter:
+        key = (endpoint, status)
+        if key not in self._counts:
+            self._counts[key] = self.metrics.requests.labels(endpoint, str(status))
+        return self._counts[key]
+
+    def _time(self, endpoint: str) -> Histogram:
+        if endpoint not in self._times:
+            self._times[endpoint] = self.metrics.request_seconds.labels(endpoint)
+        return self._times[endpoint]
 
 
 def describe(settings: Settings, engine: Engine) -> str:
