@@ -117,7 +117,12 @@ class Settings(BaseSettings):
         "slower at 8,192, docs/benchmarks.md); on a GPU raise it (e.g. 16384).",
     )
     max_wait_ms: float = Field(
-        0.5, ge=0, le=1000, description="Longest wait for batch-mates after the first text."
+        0.0,
+        ge=0,
+        le=1000,
+        description="Longest wait for batch-mates after the first text. Under load batches "
+        "fill while the model runs, so 0 (take what is waiting) loses nothing there and adds "
+        "nothing to a lone request (0.5 ms cost that, docs/benchmarks.md).",
     )
     split_overhead_tokens: float | None = Field(
         None,
