@@ -3,7 +3,11 @@ threads (the model's), their time waiting for a core and asleep, wrk, and the ma
 idle time. Variants are started and loaded in turn, as in bench/ab.py.
 
     .venv/bin/python bench/cpu_split.py --variant base= --workloads short,mixed
-    .venv/bin/python bench/cpu_split.py --variant old='PYTHONPATH=/tmp/old' --variant new=
+    .venv/bin/python bench/cpu_split.py --variant old='PYTHONSAFEPATH=1 PYTHONPATH=/tmp/old' \
+        --variant new=
+
+(/tmp/old: a ``git worktree`` of another commit; PYTHONSAFEPATH keeps the current folder,
+this repository, off the front of the path.)
 
 Figures per thread come from /proc/PID/task/TID/schedstat (Linux): time on a core, time
 runnable but waiting for one, and the rest of the wall time (asleep: waiting for work, a
