@@ -126,7 +126,6 @@ class Batcher:
         overhead = settings.split_overhead_tokens
         self.split_overhead_tokens = float("inf") if overhead is None else overhead
         self.max_call_attention = settings.call_attention_limit
-        self.metrics = metrics
         self.workers = settings.workers
         self.model = name or engine.name  # the label of this model's metrics
         self._nice = settings.background_nice
