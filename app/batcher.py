@@ -42,7 +42,7 @@ from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
 from app.grouping import cap_calls, padded_cost, plan_calls
 from app.metrics import Metrics
-from app.priority import lower_this_thread
+from app.priority import allowed_cores, lower_this_thread, pin_this_thread, worker_cores
 from rankrm.encoding import Tokens
 
 log = logging.getLogger("rankrm.batcher")
@@ -129,6 +129,7 @@ class Batcher:
         self.workers = settings.workers
         self.model = name or engine.name  # the label of this model's metrics
         self._nice = settings.background_nice
+        self._pin = settings.pin_model_threads
         # _pending, _queued_tokens, _busy and _lone change under this lock; the workers wait
         # on it for texts (submit notifies it) and for a lone batch to end.
         self._ready = threading.Condition()
@@ -156,8 +157,14 @@ class Batcher:
             return
         self._loop = asyncio.get_running_loop()
         self._alive = self.workers
+        cores = worker_cores(self.workers, self._pin, allowed_cores())
         self._threads = [
-            threading.Thread(target=self._work, name=f"rankrm-model_{k}", daemon=True)
+            threading.Thread(
+                target=self._work,
+                args=(cores[k] if cores else None,),
+                name=f"rankrm-model_{k}",
+                daemon=True,
+            )
             for k in range(self.workers)
         ]
         for thread in self._threads:
@@ -233,13 +240,22 @@ class Batcher:
         return [item.future for item in items]
 
     # ----------------------------------------------------------------- the workers
-    def _work(self) -> None:
+    def _work(self, core: int | None) -> None:
         """A worker thread: take the next batch as soon as the last is done (no round trip
-        through the event loop between them), score it, hand the results to the loop."""
+        through the event loop between them), score it, hand the results to the loop.
+
+        With a ``core``, its batches run there only, beside the other worker's on theirs;
+        a lone batch, which has every core, runs wherever the scheduler finds one."""
         lower_this_thread(self._nice)
+        everywhere = set(allowed_cores())
+        pinned = False
         try:
             while (taken := self._next_batch()) is not None:
-                self._score(*taken)
+                batch, lone = taken
+                if core is not None and pinned == lone:
+                    pinned = not lone
+                    pin_this_thread({core} if pinned else everywhere)
+                self._score(batch, lone)
         finally:
             with self._ready:
                 self._alive -= 1

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
         "runs, and each gets half the cores. Default: 2 (1 on a one-core machine); "
         "measured in docs/benchmarks.md.",
     )
+    pin_model_threads: bool | None = Field(
+        None,
+        description="Each model worker thread on a core of its own (Linux). Default: on when "
+        "the process may use exactly as many cores as there are model_workers (a machine or "
+        "a container given its own cores), where it keeps the scheduler from queueing both "
+        "model threads on one core while the other sits idle (+7 % texts/s on short and "
+        "mixed texts on 2 cores, docs/benchmarks.md); off where the cores are shared with "
+        "other processes.",
+    )
     lone_threads: int | None = Field(
         None,
         ge=0,

@@ -23,7 +23,7 @@ from app.errors import install_error_handlers
 from app.fastlane import FastLane
 from app.intake import Intake
 from app.metrics import Metrics
-from app.priority import lowering_new_threads
+from app.priority import allowed_cores, lowering_new_threads, worker_cores
 from app.rules import RuleReward
 from app.state import Served, ServiceState
 from rankrm import __version__
@@ -98,6 +98,7 @@ def describe(settings: Settings, engine: Engine) -> str:
     norm = info.get("normalization") or {}
     quantization = info.get("quantization") or {}
     threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
+    cores = worker_cores(settings.workers, settings.pin_model_threads, allowed_cores())
     return (
         f"serving model {engine.name!r} from {settings.model_dir.resolve()}: "
         f"max length {engine.max_length} tokens, input {info.get('template', 'pair')}, "
@@ -106,6 +107,7 @@ def describe(settings: Settings, engine: Engine) -> str:
         + (f", heads {', '.join(engine.heads)}" if engine.heads else "")
         + f"; {settings.provider} provider {', '.join(info.get('providers', []))}, "
         f"{settings.workers} model worker(s) x {threads} thread(s)"
+        + (f" on cores {', '.join(map(str, cores))}" if cores else "")
         + (f", a lone batch on {lone} threads" if (lone := settings.lone_thread_count) else "")
     )
 

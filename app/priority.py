@@ -67,6 +67,30 @@ def background_executor(nice: int, workers: int | None, name: str) -> ThreadPool
     )
 
 
+def allowed_cores() -> list[int]:
+    """The cores this thread may run on (empty where the platform does not say)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return []
+    return sorted(os.sched_getaffinity(0))
+
+
+def worker_cores(workers: int, pin: bool | None, cores: list[int]) -> list[int]:
+    """The core for each of ``workers`` threads, or none to leave them to the scheduler.
+    ``pin`` None: pin when ``cores`` (those the process may use) are exactly one a worker;
+    True: whenever there are enough of them; False: never."""
+    if pin is False or len(cores) < workers or (pin is None and len(cores) != workers):
+        return []
+    return cores[:workers]
+
+
+def pin_this_thread(cores: set[int]) -> None:
+    """Run the calling thread on ``cores`` only."""
+    try:
+        os.sched_setaffinity(threading.get_native_id(), cores)
+    except OSError as exc:  # a sandbox that forbids it: run as before
+        log.warning("cannot pin a model thread to cores %s: %s", sorted(cores), exc)
+
+
 def nice_of(tid: int) -> int:
     """The nice value of thread ``tid`` of this process (Linux)."""
     return os.getpriority(os.PRIO_PROCESS, tid)

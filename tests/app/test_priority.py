@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from app.priority import background_executor, lower_this_thread, lowering_new_threads, nice_of
+from app.batcher import Batcher
+from app.config import Settings
+from app.metrics import Metrics
+from app.priority import (
+    allowed_cores,
+    background_executor,
+    lower_this_thread,
+    lowering_new_threads,
+    nice_of,
+    worker_cores,
+)
+from tests.app.test_batcher import CountingEngine, texts
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 
@@ -66,3 +80,51 @@ def test_background_executor_threads_run_lowered_and_zero_changes_nothing() -> N
         assert pool.submit(lambda: nice_of(threading.get_native_id())).result() == max(base, 11)
     with background_executor(0, 1, "test-same") as pool:
         assert pool.submit(lambda: nice_of(threading.get_native_id())).result() == base
+
+
+def test_model_workers_get_a_core_each_only_where_the_cores_are_theirs() -> None:
+    assert worker_cores(2, None, [0, 1]) == [0, 1]  # a machine (or container) of 2 cores
+    assert worker_cores(2, None, [4, 5]) == [4, 5]  # a container given cores 4 and 5
+    assert worker_cores(2, None, list(range(16))) == []  # cores shared with others
+    assert worker_cores(2, True, list(range(16))) == [0, 1]
+    assert worker_cores(2, False, [0, 1]) == []
+    assert worker_cores(3, True, [0, 1]) == []  # never two on one core
+    assert worker_cores(2, None, []) == []  # the platform does not say
+
+
+class WhereEngine(CountingEngine):
+    """Notes, for each call, whether it was lone and the cores its thread may use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: list[tuple[bool, int, set[int]]] = []
+
+    def run(self, encodings: Any, *, lone: bool = False) -> Any:
+        thread = threading.get_native_id()
+        self.where.append((lone, thread, os.sched_getaffinity(0)))
+        time.sleep(0.01)  # long enough for the other worker to take a batch beside it
+        return super().run(encodings, lone=lone)
+
+
+@pytest.mark.skipif(len(allowed_cores()) < 2, reason="needs 2 cores")
+def test_pinned_model_workers_run_beside_each_other_on_a_core_each() -> None:
+    """Batches beside another run on their worker's core only; a lone batch anywhere."""
+    everywhere = set(allowed_cores())
+    settings = Settings(
+        model_dir=Path("unused"), model_workers=2, pin_model_threads=True, max_batch_size=2
+    )
+    engine = WhereEngine()
+    batcher = Batcher(cast(Any, engine), settings, Metrics.create())
+
+    async def go() -> None:
+        batcher.start()
+        await asyncio.gather(*batcher.submit(texts(*[5] * 12)))
+        await asyncio.gather(*batcher.submit(texts(5)))  # alone: lone
+        await batcher.stop()
+
+    asyncio.run(go())
+    beside = {(thread, frozenset(cores)) for lone, thread, cores in engine.where if not lone}
+    assert len(beside) == 2 and all(len(cores) == 1 for _, cores in beside)
+    assert len({cores for _, cores in beside}) == 2  # one core each, not the same one
+    assert engine.where[-1][0] and engine.where[-1][2] == everywhere
+    assert os.sched_getaffinity(0) == everywhere  # the caller is untouched
