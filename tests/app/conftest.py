@@ -34,6 +34,8 @@ class ControlledEngine(OnnxEngine):
         self.poison: str | None = None
         self.batches: list[list[tuple[int, ...]]] = []
         self.started = threading.Event()
+        self.hold = threading.Event()  # cleared: a batch waits in run() until it is set
+        self.hold.set()
         self.running = 0  # batches in run() now
         self.most_running = 0  # ... at most, so far
         self._count = threading.Lock()
@@ -45,6 +47,7 @@ class ControlledEngine(OnnxEngine):
         try:
             self.batches.append([tuple(e.ids) for e in encodings])
             self.started.set()
+            self.hold.wait(30)
             if self.delay_s:
                 time.sleep(self.delay_s)
             poison = self.model.tokenizer.token_to_id(self.poison) if self.poison else None

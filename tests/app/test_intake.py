@@ -156,7 +156,8 @@ def fill_the_queue(
 ) -> list[threading.Thread]:
     """``requests`` requests of 4 texts: with a batch of 4 and a queue of 8, the (slow) model
     holds one and the others wait (3: the queue is full). Returns their threads once they
-    do."""
+    do. The model is held at the first request's batch until then, so a slow client thread
+    cannot arrive after that batch is done; it then takes its ``delay_s`` as before."""
     busy = [
         threading.Thread(
             target=httpx.post,
@@ -165,14 +166,19 @@ def fill_the_queue(
         )
         for i in range(requests)
     ]
-    for thread in busy:
-        thread.start()
-    assert engine.started.wait(5)
-    batcher = server.app.state.service.batcher
-    deadline = time.monotonic() + 10
-    while batcher.queued < 4 * (requests - 1):  # the others are queued behind the model's
-        assert time.monotonic() < deadline, f"only {batcher.queued} texts queued"
-        time.sleep(0.01)
+    engine.hold.clear()
+    try:
+        busy[0].start()  # in the model before the others arrive: with all three queued at
+        assert engine.started.wait(5)  # once, the queue of 8 would refuse the third
+        for thread in busy[1:]:
+            thread.start()
+        batcher = server.app.state.service.batcher
+        deadline = time.monotonic() + 10
+        while batcher.queued < 4 * (requests - 1):  # the others are queued behind the model's
+            assert time.monotonic() < deadline, f"only {batcher.queued} texts queued"
+            time.sleep(0.01)
+    finally:
+        engine.hold.set()
     return busy
 
 
