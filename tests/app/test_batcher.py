@@ -73,6 +73,42 @@ def test_without_a_call_overhead_a_batch_is_one_call() -> None:
     assert asyncio.run(scored(make(), [10, 100, 11, 101])) == [[10, 11, 100, 101]]  # by length
 
 
+def taken_in_turn(batcher: Batcher, *requests: list[int]) -> list[list[int]]:
+    """Queue ``requests`` (lengths each) and take batches until none is left: their lengths."""
+
+    async def go() -> list[list[int]]:
+        for lengths in requests:
+            batcher.submit(texts(*lengths))
+        batches = []
+        while batch := batcher._take_batch():
+            batches.append([item.tokens for item in batch])
+        return batches
+
+    batcher._alive = batcher.workers  # as if started: submit refuses texts otherwise
+    return asyncio.run(go())
+
+
+def test_texts_that_would_pad_the_call_wait_for_their_own_batch() -> None:
+    one_text_requests = [[n] for n in (10, 100, 11, 101, 12, 102)]
+    batches = taken_in_turn(make(split_overhead_tokens=20), *one_text_requests)
+    assert batches == [[10, 11, 12], [100, 101, 102]]
+
+
+def test_a_text_left_out_costs_the_call_more_than_it_adds() -> None:
+    # the 12 pads the two 10s by 4 tokens: worth it where a call costs 40 tokens, not 4
+    assert taken_in_turn(make(split_overhead_tokens=40), [10], [10], [12]) == [[10, 10, 12]]
+    assert taken_in_turn(make(split_overhead_tokens=4), [10], [10], [12]) == [[10, 10], [12]]
+
+
+def test_without_a_call_overhead_the_whole_batch_leaves() -> None:
+    assert taken_in_turn(make(), [10], [100], [11], [101]) == [[10, 100, 11, 101]]
+
+
+def test_a_request_keeps_its_owed_texts_together_whatever_their_lengths() -> None:
+    batcher = make(max_batch_size=8, split_overhead_tokens=4)  # 2 texts a batch are owed
+    assert taken_in_turn(batcher, [10, 100, 10]) == [[10, 100], [10]]
+
+
 def test_the_oldest_text_is_always_in_the_next_batch() -> None:
     batches = asyncio.run(scored(make(max_batch_size=2), [50, 10, 10, 10, 10]))
     assert 50 in batches[0]
