@@ -409,9 +409,9 @@ class Batcher:
             taken.add(i)
             longest = width
         fitted = len(taken & set(owed))  # owed texts within the budgets: chosen's first
-        taken = set(chosen[: self._best_call(pending, chosen, fitted)])
-        batch = [pending[i] for i in sorted(taken)]
-        self._pending = [item for i, item in enumerate(pending) if i not in taken]
+        leaving = set(chosen[: self._best_call(pending, chosen, fitted)])
+        batch = [pending[i] for i in sorted(leaving)]
+        self._pending = [item for i, item in enumerate(pending) if i not in leaving]
         self._queued_tokens -= sum(item.tokens for item in batch)
         return batch
 
