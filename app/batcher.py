@@ -260,7 +260,12 @@ class Batcher:
                 if core is not None and pinned == lone:
                     pinned = not lone
                     pin_this_thread({core} if pinned else everywhere)
-                self._score(batch, lone)
+                try:
+                    self._score(batch, lone)
+                except Exception:  # past the model (metrics): the worker must go on
+                    log.exception("a batch of %d texts failed after the model", len(batch))
+                    error = ServiceError(ErrorKind.INTERNAL, "internal error (see the service log)")
+                    self._hand_over(self._fail, batch, error)  # those still unanswered
         finally:
             with self._ready:
                 self._alive -= 1
@@ -290,9 +295,9 @@ class Batcher:
         """Score one batch on this worker thread and resolve its futures on the loop."""
         started = time.monotonic()
         lengths = [item.tokens for item in batch]
-        calls = plan_calls(lengths, self.split_overhead_tokens)
-        calls = cap_calls(lengths, calls, self.max_call_attention)
         try:
+            calls = plan_calls(lengths, self.split_overhead_tokens)
+            calls = cap_calls(lengths, calls, self.max_call_attention)
             raw = self._run(batch, calls, lone)
         except Exception:
             log.exception("a batch of %d texts failed", len(batch))
@@ -307,8 +312,8 @@ class Batcher:
                     self._lone = False
                     self._ready.notify_all()
         finished = time.monotonic()
-        self._record(batch, calls, started, finished, lone)
         self._hand_over(self._deliver, batch, raw, started, finished)
+        self._record(batch, calls, started, finished, lone)
 
     def _hand_over(self, callback: Callable[..., None], *args: object) -> None:
         """Run ``callback`` on the event loop (futures are the loop's to resolve)."""

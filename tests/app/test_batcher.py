@@ -145,6 +145,52 @@ def test_texts_past_the_queue_bound_go_first() -> None:
     assert batches[0] == [30, 30] and 30 in batches[1], batches
 
 
+def test_a_fault_planning_the_calls_fails_that_batch_and_the_worker_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    faults = iter([RuntimeError("planning broke")])
+
+    def plan_once_broken(lengths: list[int], overhead: float) -> list[list[int]]:
+        if fault := next(faults, None):
+            raise fault
+        return [list(range(len(lengths)))]
+
+    monkeypatch.setattr("app.batcher.plan_calls", plan_once_broken)
+
+    async def go() -> tuple[ServiceError, list[float]]:
+        batcher = make()
+        batcher.start()
+        (first,) = batcher.submit(texts(10))
+        with pytest.raises(ServiceError) as caught:
+            await asyncio.wait_for(first, 5)
+        later = await asyncio.wait_for(asyncio.gather(*batcher.submit(texts(20, 30))), 5)
+        await batcher.stop()
+        return caught.value, [r.raw for r in later]
+
+    error, later = asyncio.run(go())
+    assert "model failed" in str(error)
+    assert later == [20.0, 30.0]
+
+
+def test_a_fault_after_the_model_keeps_the_answers_and_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("metrics broke")
+
+    monkeypatch.setattr(Batcher, "_record", broken)
+
+    async def go() -> list[float]:
+        batcher = make()
+        batcher.start()
+        first = await asyncio.wait_for(asyncio.gather(*batcher.submit(texts(10))), 5)
+        later = await asyncio.wait_for(asyncio.gather(*batcher.submit(texts(20))), 5)
+        await batcher.stop()
+        return [r.raw for r in (*first, *later)]
+
+    assert asyncio.run(go()) == [10.0, 20.0]
+
+
 def test_full_queue_is_refused_at_once() -> None:
     async def go() -> None:
         batcher = make(max_queue=512, max_items=512)
