@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from app.config import Settings
 from app.engine import Engine
 from app.errors import ErrorKind, ServiceError
-from app.grouping import cap_calls, padded_cost, plan_calls
+from app.grouping import best_call, cap_calls, padded_cost, plan_calls
 from app.metrics import Metrics
 from app.priority import allowed_cores, lower_this_thread, pin_this_thread, worker_cores
 from rankrm.encoding import Tokens
@@ -367,8 +367,8 @@ class Batcher:
     def _take_batch(self) -> list[_Item]:
         """The text owed a place first, with its request's other texts owed a place, then
         the texts nearest in length to it, within both budgets; of those, as many as make
-        the call that uses the model best (:meth:`_best_call`) leave, and the rest stay
-        queued (under the lock).
+        the call that uses the model best (:func:`~app.grouping.best_call`) leave, and the
+        rest stay queued (under the lock).
 
         Requests take turns: the texts owed a place are those earliest in the order of
         (place within their request, arrival), a quarter of a batch, so a small request
@@ -414,25 +414,12 @@ class Batcher:
             taken.add(i)
             longest = width
         fitted = len(taken & set(owed))  # owed texts within the budgets: chosen's first
-        leaving = set(chosen[: self._best_call(pending, chosen, fitted)])
+        lengths = [pending[i].tokens for i in chosen]
+        leaving = set(chosen[: best_call(lengths, self.split_overhead_tokens, fitted)])
         batch = [pending[i] for i in sorted(leaving)]
         self._pending = [item for i, item in enumerate(pending) if i not in leaving]
         self._queued_tokens -= sum(item.tokens for item in batch)
         return batch
-
-    def _best_call(self, pending: list[_Item], chosen: list[int], owed: int) -> int:
-        """How many of ``chosen`` (the ``owed`` texts first, then by nearness in length) to
-        take: the count, at least ``owed``, whose one call uses the model best, its real
-        tokens over its cost (``split_overhead_tokens`` plus its padded tokens). A plain loop:
-        it runs under the lock that ``submit`` takes on the event loop."""
-        best, keep, tokens, longest = -1.0, owed, 0, 0
-        for count, i in enumerate(chosen, 1):
-            tokens += pending[i].tokens
-            longest = max(longest, pending[i].tokens)
-            use = tokens / (self.split_overhead_tokens + count * longest)
-            if count >= owed and use >= best:  # ties: the larger call (never split: all)
-                best, keep = use, count
-        return keep
 
     def _record(
         self,

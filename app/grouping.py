@@ -47,6 +47,22 @@ def plan_calls(lengths: Sequence[int], overhead_tokens: float) -> list[list[int]
     return [order[start:stop] for start, stop in reversed(bounds)]
 
 
+def best_call(lengths: Sequence[int], overhead_tokens: float, at_least: int) -> int:
+    """How many of ``lengths`` (in the order given: texts that must go first, then by
+    nearness in length) make the one call that uses the model best: the count, at least
+    ``at_least``, with the most real tokens per unit of cost (``overhead_tokens`` plus its
+    padded tokens). Ties go to the larger call, so an infinite overhead takes them all. A
+    plain loop: the batcher runs it under the lock the event loop queues texts under."""
+    best, keep, tokens, longest = -1.0, at_least, 0, 0
+    for count, length in enumerate(lengths, 1):
+        tokens += length
+        longest = max(longest, length)
+        use = tokens / (overhead_tokens + count * longest)
+        if count >= at_least and use >= best:
+            best, keep = use, count
+    return keep
+
+
 def cap_calls(
     lengths: Sequence[int], calls: Sequence[list[int]], max_attention: float
 ) -> list[list[int]]:
