@@ -11,7 +11,8 @@ this repository, off the front of the path.)
 
 Figures per thread come from /proc/PID/task/TID/schedstat (Linux): time on a core, time
 runnable but waiting for one, and the rest of the wall time (asleep: waiting for work, a
-lock or the GIL). In cores: 1.0 is one core for the whole measurement.
+lock or the GIL). In cores: 1.0 is one core for the whole measurement. ``loop us/text``:
+the event loop's CPU time for each text scored (one text a request), in microseconds.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ from serve_bench import free_port, start, workloads, wrk_load  # noqa: E402
 
 from rankrm.runtime import OnnxRewardModel  # noqa: E402
 
-FIELDS = ("texts/s", "loop", "model run", "model waiting", "model asleep", "wrk", "idle")
+FIELDS = (
+    "texts/s",
+    "loop us/text",
+    "loop",
+    "model run",
+    "model waiting",
+    "model asleep",
+    "wrk",
+    "idle",
+)
 
 
 def schedstat(pid: int) -> dict[int, tuple[int, int]]:
@@ -86,6 +96,8 @@ def split(pid: int, url: str, bodies: Path, clients: int, seconds: float) -> dic
     idle, total = idle_after[0] - idle_before[0], idle_after[1] - idle_before[1]
     return {
         "texts/s": requests / duration_s,
+        # the loop's time over the window, per text at wrk's rate (the windows differ slightly)
+        "loop us/text": 1e6 * moved.get(pid, (0, 0))[0] / ns / max(requests / duration_s, 1e-9),
         "loop": moved.get(pid, (0, 0))[0] / ns,
         "model run": sum(run for run, _ in model) / ns,
         "model waiting": sum(wait for _, wait in model) / ns,
@@ -132,7 +144,7 @@ def main() -> None:
                         seen.setdefault((name, workload), []).append(one)
                         figures = "  ".join(f"{k} {v:.2f}" for k, v in one.items())
                         print(f"round {round_ + 1} {workload:6} {name:10} {figures}", flush=True)
-            print("\nmedians, in cores (texts/s as it is):\n")
+            print("\nmedians, in cores (texts/s, and the loop's CPU microseconds a text):\n")
             print("| workload | variant | " + " | ".join(FIELDS) + " |")
             print("| --- | --- |" + " --- |" * len(FIELDS))
             for (name, workload), runs in sorted(seen.items(), key=lambda kv: kv[0][::-1]):

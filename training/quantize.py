@@ -99,13 +99,19 @@ def quantize_per_token(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     )
     if count and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    replace_nodes(graph, nodes)
+    return model, count
+
+
+def replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    """Give ``graph`` these ``nodes`` (in order) and drop the initializers none of them
+    reads."""
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return model, count
 
 
 def _quantize_rows(x: str, prefix: str, width: int) -> list[onnx.NodeProto]:
