@@ -22,7 +22,8 @@ batches bounded by a size, a token budget that counts padding, and a short wait.
   "Batches formed on the model's threads"). A batch with nothing beside it (no other batch
   in the model, no text waiting) is *lone*: it runs on every core (the engine's second
   session) and the other workers wait for it.
-  A failing batch fails its own texts only; the loop keeps serving.
+  A failing batch fails its own texts only; the loop keeps serving. A fault forming a batch
+  sends the oldest text alone, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -284,7 +285,11 @@ class Batcher:
                     if remaining > 0:  # wait for batch-mates
                         self._ready.wait(remaining)
                         continue
-                batch = self._take_batch()
+                try:
+                    batch = self._take_batch()
+                except Exception:  # a fault forming it: the worker must go on
+                    log.exception("forming a batch failed; the oldest text goes alone")
+                    batch = self._take_oldest()
                 lone = not self._busy and not self._pending  # nothing else for the cores
                 self._busy += 1
                 self._lone = lone
@@ -419,6 +424,14 @@ class Batcher:
         batch = [pending[i] for i in sorted(leaving)]
         self._pending = [item for i, item in enumerate(pending) if i not in leaving]
         self._queued_tokens -= sum(item.tokens for item in batch)
+        return batch
+
+    def _take_oldest(self) -> list[_Item]:
+        """The oldest waiting text alone: the batch of last resort (under the lock).
+        ``_take_batch`` changes the queue only once its batch is formed, so a fault
+        before that leaves every text in place."""
+        batch = [self._pending.pop(0)]
+        self._queued_tokens -= batch[0].tokens
         return batch
 
     def _record(

@@ -172,6 +172,36 @@ def test_a_fault_planning_the_calls_fails_that_batch_and_the_worker_goes_on(
     assert later == [20.0, 30.0]
 
 
+def test_a_fault_forming_a_batch_sends_the_oldest_text_alone_and_the_worker_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    faults = iter([RuntimeError("forming broke")])
+    take_batch = Batcher._take_batch
+
+    def take_once_broken(self: Batcher) -> list[_Item]:
+        if fault := next(faults, None):
+            raise fault
+        return take_batch(self)
+
+    monkeypatch.setattr(Batcher, "_take_batch", take_once_broken)
+
+    async def go() -> tuple[list[float], bool, list[list[int]]]:
+        batcher = make(model_workers=1)
+        batcher.start()
+        futures = batcher.submit(texts(10, 20, 30))  # queued at once, under the lock
+        first = await asyncio.wait_for(asyncio.gather(*futures), 5)
+        later = await asyncio.wait_for(asyncio.gather(*batcher.submit(texts(40))), 5)
+        running = batcher.running
+        await batcher.stop()
+        batches = cast(Any, batcher.engine).batches
+        return [r.raw for r in (*first, *later)], running, batches
+
+    answers, running, batches = asyncio.run(go())
+    assert answers == [10.0, 20.0, 30.0, 40.0] and running
+    assert batches[0] == [10] and sorted(n for b in batches for n in b) == [10, 20, 30, 40]
+    assert "the oldest text goes alone" in caplog.text
+
+
 def test_a_fault_after_the_model_keeps_the_answers_and_the_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
