@@ -467,7 +467,7 @@ def main() -> None:
     summary = [
         f"- onnxruntime batch-1 latency (short text, tokenisation included): "
         f"{batch1:.2f} ms; idle service p50: {idle.p50_ms:.2f} ms "
-        f"(+{idle.p50_ms - batch1:.2f} ms)"
+        f"({idle.p50_ms - batch1:+.2f} ms)"
     ]
     for name in texts:
         one = find(results, "service", name, ONE_TEXT)
