@@ -430,8 +430,8 @@ class Batcher:
         """The oldest waiting text alone: the batch of last resort (under the lock).
         ``_take_batch`` changes the queue only once its batch is formed, so a fault
         before that leaves every text in place."""
-        batch = [self._pending.pop(0)]
-        self._queued_tokens -= batch[0].tokens
+        batch, self._pending = self._pending[:1], self._pending[1:]
+        self._queued_tokens -= sum(item.tokens for item in batch)
         return batch
 
     def _record(
