@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from serve_bench import workloads  # noqa: E402
 
 from app.grouping import plan_calls  # noqa: E402
-from rankrm.encoding import Tokens, pad_batch  # noqa: E402
+from rankrm.encoding import Tokens  # noqa: E402
 from rankrm.runtime import OnnxRewardModel  # noqa: E402
 from training.quantize import replace_nodes  # noqa: E402
 
@@ -203,12 +203,9 @@ def main() -> None:
     parser.add_argument("--align", type=int, default=1, help="texts start at multiples of")
     args = parser.parse_args()
 
-    model = OnnxRewardModel.load(args.model)
+    model = OnnxRewardModel.load(args.model, threads=1)  # the original graph, one thread
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    plain = ort.InferenceSession(
-        str(args.model / "model.onnx"), options, providers=["CPUExecutionProvider"]
-    )
     packed = ort.InferenceSession(
         packable(args.model / "model.onnx").SerializeToString(),
         options,
@@ -217,15 +214,9 @@ def main() -> None:
     pad = model.pad_token_id
     rng = random.Random(0)
 
-    def run_plain(encodings: Sequence[Tokens]) -> np.ndarray:
-        b = pad_batch(encodings, pad)
-        feed = {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
-        feed["token_type_ids"] = b.token_type_ids
-        return np.asarray(plain.run(["reward"], feed)[0]).reshape(-1)
-
     def run_split(encodings: Sequence[Tokens]) -> None:
         for call in plan_calls([len(e.ids) for e in encodings], args.overhead):
-            run_plain([encodings[i] for i in call])
+            model.run_encodings([encodings[i] for i in call])
 
     def run_packed(encodings: Sequence[Tokens]) -> np.ndarray:
         return np.asarray(
@@ -239,7 +230,7 @@ def main() -> None:
         batches = [rng.sample(encodings, args.batch) for _ in range(args.batches)]
         checked = [e for b in batches[:10] for e in b]
         alone = {id(e): float(run_packed([e])[0]) for e in checked}
-        rewrite = max(abs(float(run_plain([e])[0]) - alone[id(e)]) for e in checked)
+        rewrite = max(abs(float(model.run_encodings([e])[0]) - alone[id(e)]) for e in checked)
         worst = max(
             abs(float(r) - alone[id(e)])
             for b in batches[:10]

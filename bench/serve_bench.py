@@ -298,24 +298,25 @@ def goals_table(
         judged = ("met" if value >= goal else "not met") if steady else "raw unsteady"
         return f"{value:.2f}{suffix} ({judged})"
 
+    moved = {name: around[name] / raw[name] for name in names}
+    steady = {name: STEADY[0] <= share <= STEADY[1] for name, share in moved.items()}
     rows = [f"| goal | {' | '.join(names)} |", "| --- |" + " --- |" * len(names)]
     to_raw, to_plain = [], []
     for name in names:
         one = find(results, "service", name, ONE_TEXT)
         peer = find(results, "plain", name, ONE_TEXT)
         assert one is not None and peer is not None
-        steady = STEADY[0] <= around[name] / raw[name] <= STEADY[1]
-        to_raw.append(verdict(one.texts_per_s / around[name], 1.0, steady=steady))
+        to_raw.append(verdict(one.texts_per_s / around[name], 1.0, steady=steady[name]))
         to_plain.append(verdict(one.texts_per_s / peer.texts_per_s, 1.25, "x"))
     rows.append(f"| service >= 1.0 x raw onnxruntime (around the runs), {ONE_TEXT} | "
                 + " | ".join(to_raw) + " |")  # fmt: skip
     rows.append(f"| service >= 1.25 x plain FastAPI + onnxruntime, {ONE_TEXT} | "
                 + " | ".join(to_plain) + " |")  # fmt: skip
-    moved = [f"{name} {around[name] / raw[name]:.2f}" for name in names]
-    if not all(STEADY[0] <= around[n] / raw[n] <= STEADY[1] for n in names):
+    if not all(steady.values()):
+        shares = ", ".join(f"{name} {share:.2f}" for name, share in moved.items())
         rows.append(
             f"\nThe machine's speed moved during this run: raw onnxruntime around the runs was "
-            f"{', '.join(moved)} of its first figure (steady: {STEADY[0]}-{STEADY[1]}); a ratio "
+            f"{shares} of its first figure (steady: {STEADY[0]}-{STEADY[1]}); a ratio "
             "to raw where it moved does not say whether the goal is met."
         )
     met = "met" if idle_gap <= 1.5 else "not met"
