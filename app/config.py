@@ -211,6 +211,13 @@ class Settings(BaseSettings):
         description="FastAPI's native OpenTelemetry spans and metrics (off: the check costs "
         "about 5 % of the event loop per request; Prometheus /metrics is always on).",
     )
+    shortcut: bool = Field(
+        True,
+        description="Answer a well-formed scoring request from the HTTP protocol, without "
+        "the ASGI layers, when it needs none of them (same answers, admission and metrics; "
+        "off with otel or access_log): about half the event loop's time per request "
+        "(app/fastlane.py, docs/benchmarks.md).",
+    )
 
     @property
     def workers(self) -> int:

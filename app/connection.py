@@ -17,6 +17,14 @@ Errors are the service's JSON shape, with ``Connection: close``.
 uvicorn writes a response's head and its body with two calls, so each answer cost two
 sends (and two packets, two wake-ups of the client). :class:`OneSend` holds what is written
 in one turn of the event loop and sends it at once, so a response leaves in one.
+
+With a :class:`~app.fastlane.Shortcut`, a scoring ``POST`` it takes (by path and headers)
+has its body held here instead of starting uvicorn's request cycle at the end of its head.
+When the whole body has arrived, the shortcut answers it without the ASGI layers, or
+declines and the request starts the usual way with its body; a body that is not whole
+``SHORTCUT_BODY_GRACE_S`` after its head goes the usual way then (``Intake`` reads the rest
+under its limits and deadline). Either way the request has the request cycle uvicorn would build, so
+pipelining, keep-alive, disconnects and graceful shutdown work as for any other.
 """
 
 from __future__ import annotations
@@ -24,11 +32,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import Receive, Scope
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+if TYPE_CHECKING:  # app.config imports this module
+    from app.fastlane import Answer, Shortcut
 
 log = logging.getLogger("rankrm.service")
 
@@ -40,6 +57,12 @@ class HeadLimits:
     max_header_bytes: int = 64 * 1024
     max_header_count: int = 100
     header_timeout_s: float = 10.0
+
+
+# How long a body may come after its head and still be held for the shortcut: many clients
+# (httpx, h11) write the head and the body separately, and Nagle's algorithm with delayed
+# ACKs can hold the second write for up to about 40 ms. Past it, the usual way.
+SHORTCUT_BODY_GRACE_S = 0.5
 
 
 class _Refused(Exception):
@@ -62,9 +85,17 @@ def error_response(
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`HeadLimits`."""
 
-    def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, limits: HeadLimits, shortcut: Shortcut | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
+        self.shortcut = shortcut
+        self._held: list[bytes] | None = None  # the body so far of a request for the shortcut
+        self._whole: bytes | None = None  # its whole body, while its cycle starts
+        self._gone: asyncio.Future[None] | None = None  # done if its client leaves
+        self._hold_timer: asyncio.TimerHandle | None = None  # while its body is late
+        self._reserved = 0  # its body's bytes, reserved from the in-flight budget
         self._reading_head = False
         self._head_read = 0  # bytes of whole reads into a head that began before them
         self._head_parsed = 0  # bytes of the request line and headers parsed so far
@@ -85,12 +116,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError:
+            self._drop_held()
             if self._refusal is not None:
                 self._refuse(self._refusal)
                 return
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response("Invalid HTTP request received.")
             return
+        if self._held is not None and self._hold_timer is None:  # the rest comes later
+            self._hold_timer = self.loop.call_later(SHORTCUT_BODY_GRACE_S, self._start_usual_way)
         if self._reading_head and was_reading:  # a head still arriving: this read was head
             self._head_read += len(data)
             if self._head_read > self.limits.max_header_bytes:
@@ -143,7 +177,117 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._cancel_head_timer()
+        reserved = self._for_shortcut()
+        if reserved is not None:
+            self._held, self._reserved = [], reserved
+            return
         super().on_headers_complete()
+
+    # -------------------------------------------------------------- the shortcut
+    def _for_shortcut(self) -> int | None:
+        """The bytes reserved when this request's body is held for the shortcut: a
+        keep-alive HTTP/1.1 POST it takes (``Shortcut.takes``), nothing before it on the
+        connection still unanswered, and no per-request work of uvicorn's (access log,
+        concurrency limit, root path)."""
+        parser = self.parser
+        if (
+            self.shortcut is not None
+            and (self.cycle is None or self.cycle.response_complete)
+            and parser.get_method() == b"POST"
+            and parser.get_http_version() == "1.1"
+            and parser.should_keep_alive()
+            and not parser.should_upgrade()
+            and not (self.access_log and self.access_logger.isEnabledFor(logging.INFO))
+            and self.limit_concurrency is None
+            and not self.root_path
+        ):
+            return self.shortcut.takes(self.url, self.headers, self.client)
+        return None
+
+    def on_body(self, body: bytes) -> None:
+        if self._held is not None:
+            self._held.append(body)
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._held is None:
+            super().on_message_complete()
+            return
+        self._whole, self._held = b"".join(self._held), None
+        self._cancel_hold_timer()
+        super().on_headers_complete()  # its cycle, started in _start_asgi_task below
+        if self._whole is not None:  # declined by the shortcut: the usual way, body and all
+            body, self._whole = self._whole, None
+            super().on_body(body)
+            super().on_message_complete()
+
+    def _start_usual_way(self) -> None:
+        """Start the held request's cycle as uvicorn would have, with its body so far (its
+        body is late: ``Intake`` reads the rest under its deadline)."""
+        self._hold_timer = None
+        held, self._held = self._held, None
+        if held is None:
+            return
+        self._release()  # Intake reserves the body's bytes as they arrive
+        if self.transport.is_closing():
+            return
+        super().on_headers_complete()
+        for chunk in held:
+            super().on_body(chunk)
+
+    def _cancel_hold_timer(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    def _drop_held(self) -> None:
+        if self._held is not None:
+            self._held = None
+            self._release()
+        self._cancel_hold_timer()
+
+    def _release(self) -> None:
+        if self.shortcut is not None:
+            self.shortcut.release(self._reserved)
+        self._reserved = 0
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        whole = self._whole
+        if whole is None or self.shortcut is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        scope, receive = cast(Scope, cycle.scope), cast(Receive, cycle.receive)
+        gone: asyncio.Future[None] = self.loop.create_future()
+        reserved, self._reserved = self._reserved, 0
+        answering = self.shortcut.start(scope, whole, receive, gone, reserved)
+        if answering is None:  # on_message_complete sends it the usual way
+            super()._start_asgi_task(cycle, app)
+            return
+        self._whole = None
+        self._gone = gone
+        cycle.more_body = False
+        task = self.loop.create_task(self._send_answer(cycle, answering))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _send_answer(self, cycle: RequestResponseCycle, answering: Awaitable[Answer]) -> None:
+        answer = await answering
+        self._gone = None
+        cycle.response_complete = True
+        if not self.transport.is_closing():
+            headers = [
+                *cycle.default_headers,
+                (b"content-length", str(len(answer.body)).encode()),
+                *answer.headers,
+            ]
+            if not cycle.keep_alive:  # the server is shutting down
+                headers.append((b"connection", b"close"))
+            head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            self.transport.write(STATUS_LINE[answer.status] + head + b"\r\n" + answer.body)
+            if not cycle.keep_alive:
+                self.transport.close()
+        self.on_response_complete()
 
     # -------------------------------------------------------------- the head's speed
     def _head_late(self) -> None:
@@ -173,6 +317,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._drop_held()
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)  # the shortcut's request: its texts are dropped
         super().connection_lost(exc)
 
 

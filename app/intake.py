@@ -70,6 +70,10 @@ class RetryAfterGate:
         self._until: dict[object, float] = {}
         self._metrics = metrics
 
+    def holding(self, connection: object) -> bool:
+        """Whether a request on ``connection`` would be held now."""
+        return connection in self._until
+
     async def wait(self, connection: object) -> None:
         """Hold the request until the connection's last Retry-After has passed."""
         until = self._until.pop(connection, None)
@@ -94,19 +98,24 @@ class RetryAfterGate:
 
         async def watched(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 429:
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"retry-after" and value.isdigit():
-                        self.refused(connection, int(value))
+                self.noted(connection, message.get("headers", []))
             await send(message)
 
         return watched
 
+    def noted(self, connection: object, headers: list[tuple[bytes, bytes]]) -> None:
+        """Note a 429 with these headers sent on ``connection`` (its Retry-After)."""
+        for name, value in headers:
+            if name.lower() == b"retry-after" and value.isdigit():
+                self.refused(connection, int(value))
 
-class Intake:
-    """Admission before any work, bodies read under limits (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
-        self.app = app
+class Admission:
+    """What admits a request, shared by :class:`Intake` and the protocol's shortcut
+    (``app.fastlane.Shortcut``): the in-flight byte budget, the Retry-After gate, and the
+    checks made before a scoring request's body costs anything."""
+
+    def __init__(self, state: ServiceState) -> None:
         self.state = state
         self.limit = state.settings.max_body_bytes
         self.budget = ByteBudget(state.settings.max_inflight_bytes)
@@ -114,6 +123,27 @@ class Intake:
         state.metrics.inflight_bytes_limit.set(self.budget.limit)
         budget = self.budget
         state.metrics.inflight_bytes.set_function(lambda: budget.used)  # read when scraped
+
+    def admit(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Refuse a scoring request that cannot be served, before its body is read."""
+        state = self.state
+        state.require_ready()
+        check_key(state.settings.api_keys, request_key(headers))
+        refused = state.batcher.refusal()
+        if refused is not None:
+            raise refused
+
+
+class Intake:
+    """Admission before any work, bodies read under limits (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, admission: Admission) -> None:
+        self.app = app
+        self.state = admission.state
+        self.limit = admission.limit
+        self.budget = admission.budget
+        self.gate = admission.gate
+        self._admit = admission.admit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -170,15 +200,6 @@ class Intake:
             await self.app(scope, replay(body, receive), send)
         finally:
             self.budget.give(reserved)
-
-    def _admit(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """Refuse a scoring request that cannot be served, before its body is read."""
-        state = self.state
-        state.require_ready()
-        check_key(state.settings.api_keys, request_key(headers))
-        refused = state.batcher.refusal()
-        if refused is not None:
-            raise refused
 
 
 def _content_length(headers: dict[bytes, bytes]) -> int | None:

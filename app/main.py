@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import ops, routes
@@ -20,9 +19,9 @@ from app.collector import scheduled_full_collections
 from app.config import Settings
 from app.engine import Engine, OnnxEngine
 from app.errors import install_error_handlers
-from app.fastlane import FastLane
-from app.intake import Intake
-from app.metrics import Metrics
+from app.fastlane import FastLane, Shortcut
+from app.intake import Admission, Intake
+from app.metrics import Metrics, RequestCounter
 from app.priority import allowed_cores, lowering_new_threads, worker_cores
 from app.rules import RuleReward
 from app.state import Served, ServiceState
@@ -48,13 +47,9 @@ class JsonBodies:
 class RequestMetrics:
     """Counts requests by endpoint and status and times them (pure ASGI, no body copies)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, known: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, counter: RequestCounter) -> None:
         self.app = app
-        self.metrics = metrics
-        self.known = known  # the app's routes; any other path counts as "other"
-        # labelled series, looked up once each (a lookup takes a lock)
-        self._counts: dict[tuple[str, int], Counter] = {}
-        self._times: dict[str, Histogram] = {}
+        self.counter = counter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,21 +70,7 @@ class RequestMetrics:
             status = 500
             raise
         finally:
-            path = scope["path"]
-            endpoint = path if path in self.known else "other"
-            self._count(endpoint, status).inc()
-            self._time(endpoint).observe(time.monotonic() - started)
-
-    def _count(self, endpoint: str, status: int) -> Counter:
-        key = (endpoint, status)
-        if key not in self._counts:
-            self._counts[key] = self.metrics.requests.labels(endpoint, str(status))
-        return self._counts[key]
-
-    def _time(self, endpoint: str) -> Histogram:
-        if endpoint not in self._times:
-            self._times[endpoint] = self.metrics.request_seconds.labels(endpoint)
-        return self._times[endpoint]
+            self.counter.record(scope["path"], status, time.monotonic() - started)
 
 
 def describe(settings: Settings, engine: Engine) -> str:
@@ -207,8 +188,16 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "x-api-key", "content-type"],
         )
-    app.add_middleware(Intake, state=state)
+    admission = Admission(state)
+    app.add_middleware(Intake, admission=admission)
     every = [*app.routes, *routes.router.routes, *ops.router.routes]
     known = frozenset(path for route in every if (path := getattr(route, "path", "")))
-    app.add_middleware(RequestMetrics, metrics=metrics, known=known)
+    counter = RequestCounter(metrics, known)
+    app.add_middleware(RequestMetrics, counter=counter)
+    # the server hands this to each connection (app.server.Server)
+    app.state.shortcut = (
+        Shortcut(state, routes.router.routes, admission, counter)
+        if settings.shortcut and not settings.otel
+        else None
+    )
     return app

@@ -143,3 +143,25 @@ class Metrics:
                 registry=r,
             ),
         )
+
+
+class RequestCounter:
+    """Counts requests by endpoint and status and times them; the labelled series are
+    looked up once each (a lookup takes a lock)."""
+
+    def __init__(self, metrics: Metrics, known: frozenset[str]) -> None:
+        self.metrics = metrics
+        self.known = known  # the app's routes; any other path counts as "other"
+        self._counts: dict[tuple[str, int], Counter] = {}
+        self._times: dict[str, Histogram] = {}
+
+    def record(self, path: str, status: int, seconds: float) -> None:
+        """One request to ``path`` answered ``status`` after ``seconds``."""
+        endpoint = path if path in self.known else "other"
+        key = (endpoint, status)
+        if key not in self._counts:
+            self._counts[key] = self.metrics.requests.labels(endpoint, str(status))
+        self._counts[key].inc()
+        if endpoint not in self._times:
+            self._times[endpoint] = self.metrics.request_seconds.labels(endpoint)
+        self._times[endpoint].observe(seconds)

@@ -193,6 +193,12 @@ def _timed_encode(
     return tokens, time.perf_counter() - started
 
 
+DISCONNECTED = "rankrm.disconnected"
+"""The ASGI scope extension (``scope["extensions"]``) through which a server that knows when
+its client leaves (``app.connection``'s shortcut) hands a future done then: no task needs to
+watch ``receive`` for the disconnect."""
+
+
 async def _disconnected(request: Request) -> None:
     """Return when the client goes away (the body is already read)."""
     while True:
@@ -201,10 +207,63 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a cancelled gather's outcome as seen (asyncio logs unseen ones as errors)."""
-    if not future.cancelled():
-        future.exception()
+def _departure(request: Request) -> tuple[asyncio.Future[Any], asyncio.Task[None] | None]:
+    """A future done when the client leaves: the server's (:data:`DISCONNECTED`), else a
+    task watching ``receive`` (returned second, to be cancelled when no longer needed)."""
+    given = request.scope.get("extensions", {}).get(DISCONNECTED)
+    if given is not None:
+        return given, None
+    watcher = asyncio.ensure_future(_disconnected(request))
+    return watcher, watcher
+
+
+async def collect(
+    futures: list[asyncio.Future[Scored]], request: Request, timeout_s: float
+) -> list[Scored]:
+    """The texts' results, in order. The first failure is raised as soon as it comes;
+    CLIENT_CLOSED when the client leaves first, ``TimeoutError`` after ``timeout_s``. Whatever the
+    end, texts still queued are dropped before they cost compute (their futures cancelled).
+
+    One future and one timer per request, woken by callbacks: this runs for every request,
+    and a gather, a wait and a watcher task cost the event loop several times as much."""
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    left = len(futures)
+
+    def wake(_: object = None) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    def scored(future: asyncio.Future[Scored]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 or future.cancelled() or future.exception() is not None:
+            wake()
+
+    for future in futures:
+        future.add_done_callback(scored)
+    gone, watcher = _departure(request)
+    gone.add_done_callback(wake)
+    timer = loop.call_later(timeout_s, wake)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+        gone.remove_done_callback(wake)
+        if watcher is not None:
+            watcher.cancel()
+        unfinished = [future for future in futures if not future.done()]
+        for future in unfinished:
+            future.cancel()  # the batcher skips cancelled texts
+    failures = [f.exception() for f in futures if f.done() and not f.cancelled()]  # all seen
+    failure = next((exc for exc in failures if exc is not None), None)
+    if failure is not None:
+        raise failure
+    if unfinished:
+        if gone.done():
+            raise ServiceError(ErrorKind.CLIENT_CLOSED, "the client disconnected")
+        raise TimeoutError
+    return [future.result() for future in futures]
 
 
 async def score(
@@ -236,27 +295,15 @@ async def score(
             f"({len(truncated)} input(s) too long); shorten it or set truncate=true",
         )
     futures = use.batcher.submit(encodings)
-    gathered: asyncio.Future[list[Scored]] = asyncio.gather(*futures)
-    watcher: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
-    racing: set[asyncio.Future[Any]] = {gathered, watcher}
     try:
-        done, _ = await asyncio.wait(
-            racing,
-            timeout=state.settings.request_timeout_s - (tokenized - started),
-            return_when=asyncio.FIRST_COMPLETED,
+        results = await collect(
+            futures, request, state.settings.request_timeout_s - (tokenized - started)
         )
-    finally:
-        watcher.cancel()
-    if gathered not in done:
-        gathered.cancel()  # drops our texts from the queue before they cost compute
-        gathered.add_done_callback(_retrieve)
-        if watcher in done:
-            raise ServiceError(ErrorKind.CLIENT_CLOSED, "the client disconnected")
+    except TimeoutError:
         raise ServiceError(
             ErrorKind.TIMEOUT,
             f"not scored within {state.settings.request_timeout_s:g}s; the service is busy",
-        )
-    results: list[Scored] = gathered.result()
+        ) from None
     timings = Timings(
         tokenize_ms=1000 * (tokenized - started),
         queue_ms=1000 * max(r.queue_s for r in results),

@@ -26,6 +26,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from app.connection import HeadLimits, LimitedHttpToolsProtocol, error_response
+from app.fastlane import Shortcut
 
 log = logging.getLogger("rankrm.service")
 
@@ -130,19 +131,21 @@ def _close_on_failure(conn: socket.socket) -> Callable[[asyncio.Task[object]], N
 
 
 class Server(uvicorn.Server):
-    """uvicorn with the :class:`Acceptor` for host/port listening, its connection cap and
-    :class:`~app.connection.HeadLimits` (sockets handed in by a process manager are served
-    the usual way)."""
+    """uvicorn with the :class:`Acceptor` for host/port listening, its connection cap,
+    :class:`~app.connection.HeadLimits` and the app's :class:`~app.fastlane.Shortcut`
+    (sockets handed in by a process manager are served the usual way)."""
 
     def __init__(
         self,
         config: uvicorn.Config,
         limits: HeadLimits | None = None,
         max_connections: int | None = 2048,
+        shortcut: Shortcut | None = None,
     ) -> None:
         super().__init__(config)
         self.limits = limits or HeadLimits()
         self.max_connections = max_connections
+        self.shortcut = shortcut
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -175,6 +178,7 @@ class Server(uvicorn.Server):
                 app_state=self.lifespan.state,
                 _loop=loop,
                 limits=self.limits,
+                shortcut=self.shortcut,
             )
 
         cap = self.max_connections

@@ -91,7 +91,9 @@ def serve(**options: Any) -> None:
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
-    Server(config, settings.head_limits(), settings.max_connections).run()
+    Server(
+        config, settings.head_limits(), settings.max_connections, application.state.shortcut
+    ).run()
 
 
 serve.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from app import fastlane
 from app.config import Settings
 from app.engine import OnnxEngine
 from app.main import create_app
@@ -87,6 +88,7 @@ def running(engine: ControlledEngine, **settings: Any) -> Iterator[Server]:
         uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="on"),
         config.head_limits(),
         config.max_connections,
+        application.state.shortcut,
     )
     thread, port = start_in_thread(server)
     try:
@@ -116,3 +118,19 @@ def conformance_report() -> Iterator[None]:
         from tests.app.conformance import write_report
 
         write_report(report)
+
+
+@pytest.fixture
+def shortcut_taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests the protocol's shortcut took."""
+    taken: list[str] = []
+    original = fastlane.Shortcut.start
+
+    def spy(self: fastlane.Shortcut, scope: Any, *args: Any) -> Any:
+        answer = original(self, scope, *args)
+        if answer is not None:
+            taken.append(scope["path"])
+        return answer
+
+    monkeypatch.setattr(fastlane.Shortcut, "start", spy)
+    return taken

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
+from typing import Any
 
 import httpx
+import pytest
 
+from app import connection
 from app.connection import OneSend
 from tests.app.conftest import ControlledEngine, running
 
@@ -156,3 +160,83 @@ def test_writes_in_one_turn_of_the_loop_leave_in_one_send() -> None:
 
     events = asyncio.run(go())
     assert events == [b'HTTP/1.1 200 OK\r\n\r\n{"rewards": [1.0]}', b"next", "close"]
+
+
+# ---------------------------------------------------------------- the shortcut (app.fastlane)
+def scoring_post(texts: list[str]) -> tuple[bytes, bytes]:
+    """A keep-alive ``POST /score`` as (head, body)."""
+    body = json.dumps({"texts": texts}).encode()
+    head = b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    return head + b"Content-Length: %d\r\n\r\n" % len(body), body
+
+
+def read_answers(sock: socket.socket, count: int) -> list[tuple[bytes, Any]]:
+    """``count`` keep-alive answers in the order they come, each (head, JSON body)."""
+    data = b""
+    answers: list[tuple[bytes, Any]] = []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, data = data.partition(b"\r\n\r\n")
+        found = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+        assert found is not None, head
+        length = int(found.group(1))
+        while len(data) < length:
+            data += sock.recv(65536)
+        answers.append((head, json.loads(data[:length])))
+        data = data[length:]
+    return answers
+
+
+def test_a_late_body_is_held_for_the_shortcut_for_a_while_then_goes_the_usual_way(
+    engine: ControlledEngine, shortcut_taken: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "SHORTCUT_BODY_GRACE_S", 0.3)
+    with running(engine, request_timeout_s=1.5) as s, connect(s.url) as sock:
+        expected = httpx.post(f"{s.url}/score", json={"texts": ["late body"]}).json()
+        shortcut_taken.clear()
+        head, body = scoring_post(["late body"])
+        for late_s, taken in ((0.05, ["/score"]), (0.6, [])):
+            sock.sendall(head + body[:5])
+            time.sleep(late_s)  # the head, and some of the body, read on their own
+            sock.sendall(body[5:])
+            [(answer_head, answer)] = read_answers(sock, 1)
+            assert answer_head.startswith(b"HTTP/1.1 200"), answer_head
+            assert answer["rewards"] == expected["rewards"]
+            assert shortcut_taken == taken, late_s  # past the grace: the ASGI layers
+            shortcut_taken.clear()
+        sock.sendall(head + body[:5])  # and the rest never comes: Intake's deadline
+        [(answer_head, answer)] = read_answers(sock, 1)
+        assert answer_head.startswith(b"HTTP/1.1 408"), answer_head
+        assert answer["error_type"] == "body_timeout"
+
+
+def test_pipelined_requests_are_answered_in_order(
+    engine: ControlledEngine, shortcut_taken: list[str]
+) -> None:
+    engine.delay_s = 0.2  # the first is still in the model when the others arrive
+    with running(engine) as s, connect(s.url) as sock:
+        first, second = scoring_post(["the first"]), scoring_post(["the second one"])
+        sock.sendall(b"".join([*first, *second, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"]))
+        answers = read_answers(sock, 3)
+        # the first went the short way; the second waited behind it, on uvicorn's pipeline
+        assert shortcut_taken == ["/score"]
+        assert [head.split(b"\r\n")[0] for head, _ in answers] == [b"HTTP/1.1 200 OK"] * 3
+        one, two = (httpx.post(f"{s.url}/score", json={"texts": [t]}).json()["rewards"]
+                    for t in ("the first", "the second one"))  # fmt: skip
+        assert answers[0][1]["rewards"] == one and answers[1][1]["rewards"] == two
+        assert answers[2][1]["status"] == "ok"
+
+
+def test_an_answer_from_the_shortcut_is_a_complete_keep_alive_response(
+    engine: ControlledEngine,
+) -> None:
+    with running(engine) as s, connect(s.url) as sock:
+        for text in ("again", "and again"):  # one connection, kept alive
+            sock.sendall(b"".join(scoring_post([text])))
+            [(head, answer)] = read_answers(sock, 1)
+            lines = head.decode().split("\r\n")
+            assert lines[0] == "HTTP/1.1 200 OK"
+            names = sorted(line.split(":")[0].lower() for line in lines[1:])
+            assert names == ["content-length", "content-type", "date", "server"]
+            assert len(answer["rewards"]) == 1

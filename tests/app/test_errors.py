@@ -195,9 +195,12 @@ def test_a_failing_batch_fails_only_its_own_requests(engine: ControlledEngine) -
         assert failures in httpx.get(f"{s.url}/metrics").text
 
 
-def test_disconnected_client_costs_no_compute(engine: ControlledEngine) -> None:
+@pytest.mark.parametrize("shortcut", [True, False], ids=["shortcut", "asgi"])
+def test_disconnected_client_costs_no_compute(
+    engine: ControlledEngine, shortcut: bool, shortcut_taken: list[str]
+) -> None:
     engine.delay_s = 0.5
-    with running(engine, max_batch_size=1) as s:
+    with running(engine, max_batch_size=1, shortcut=shortcut) as s:
         first = occupy_the_model(s)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{s.url}/score", json={"texts": ["gone away"]}, timeout=0.2)
@@ -207,6 +210,9 @@ def test_disconnected_client_costs_no_compute(engine: ControlledEngine) -> None:
         assert tuple(engine.encode([None], ["gone away"])[0].ids) not in seen
         metrics = httpx.get(f"{s.url}/metrics").text
         assert f'rankrm_dropped_texts_total{{model="{engine.name}"}} 1.0' in metrics
+        assert 'rankrm_requests_total{endpoint="/score",status="499"} 1.0' in metrics
+        assert 'rankrm_requests_total{endpoint="/score",status="200"} 1.0' in metrics
+    assert shortcut_taken == (["/score", "/score"] if shortcut else [])
 
 
 def test_api_keys(engine: ControlledEngine) -> None:

@@ -83,11 +83,12 @@ CASES: list[tuple[str, bytes, dict[str, str]]] = [
 ]
 
 
-def answers(engine: ControlledEngine) -> list[tuple[int, str, str | None, Any]]:
-    with running(engine, api_keys=[KEY]) as server, httpx.Client(timeout=30) as client:
+def answers(engine: ControlledEngine, **settings: Any) -> list[tuple[Any, ...]]:
+    """Each case's status, content type, Retry-After, header names and body (no timings)."""
+    with running(engine, api_keys=[KEY], **settings) as server, httpx.Client(timeout=30) as c:
         seen = []
         for path, content, headers in CASES:
-            response = client.post(server.url + path, content=content, headers=headers)
+            response = c.post(server.url + path, content=content, headers=headers)
             body = response.json()
             if isinstance(body, dict):
                 body.pop("timings", None)
@@ -96,6 +97,7 @@ def answers(engine: ControlledEngine) -> list[tuple[int, str, str | None, Any]]:
                     response.status_code,
                     response.headers["content-type"],
                     response.headers.get("retry-after"),
+                    sorted(response.headers.keys()),
                     body,
                 )
             )
@@ -116,17 +118,33 @@ def serialisations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield calls
 
 
-def test_same_answers_with_and_without_the_lane(
-    engine: ControlledEngine, monkeypatch: pytest.MonkeyPatch, serialisations: list[str]
+def well_formed(path: str, content: bytes, headers: dict[str, str]) -> bool:
+    """Whether a case parses as its route's request model and carries the key."""
+    try:
+        fastlane.lanes(routes.router.routes)[path].body.model_validate(json.loads(content))
+    except ValueError:  # not JSON, or not valid (pydantic's ValidationError is one)
+        return False
+    return headers == AUTH
+
+
+def test_same_answers_through_the_shortcut_the_lane_and_fastapi(
+    engine: ControlledEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    serialisations: list[str],
+    shortcut_taken: list[str],
 ) -> None:
-    fast = answers(engine)
-    assert serialisations == []  # every well-formed request was answered by the lane
+    short = answers(engine)
+    expected = [path for path, content, headers in CASES if well_formed(path, content, headers)]
+    assert shortcut_taken == expected  # every well-formed request, and nothing else
+    assert serialisations == []  # FastAPI's route handler ran for none of them
+    fast = answers(engine, shortcut=False)
+    assert shortcut_taken == expected and serialisations == []  # the lane answered them
     monkeypatch.setattr(fastlane, "lanes", lambda routes: {})
-    slow = answers(engine)
+    slow = answers(engine, shortcut=False)
     assert len(serialisations) == sum(1 for status, *_ in slow if status == 200)
-    for case, one, other in zip(CASES, fast, slow, strict=True):
-        assert one == other, case[:2]
-    statuses = [status for status, *_ in fast]
+    for case, one, two, three in zip(CASES, short, fast, slow, strict=True):
+        assert one == two == three, case[:2]
+    statuses = [status for status, *_ in short]
     assert statuses.count(200) >= 8 and {400, 401, 422} <= set(statuses)
 
 
