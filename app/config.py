@@ -215,8 +215,8 @@ class Settings(BaseSettings):
         True,
         description="Answer a well-formed scoring request from the HTTP protocol, without "
         "the ASGI layers, when it needs none of them (same answers, admission and metrics; "
-        "off with otel or access_log): about half the event loop's time per request "
-        "(app/fastlane.py, docs/benchmarks.md).",
+        "off with otel or access_log): a quarter to a third less of the event loop's time "
+        "per request (app/fastlane.py, docs/benchmarks.md).",
     )
 
     @property
