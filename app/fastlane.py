@@ -176,7 +176,8 @@ class Shortcut:
                 length = value
             elif name in _LAYERED_HEADERS or (self.cors and name == b"origin"):
                 return None
-        if length is None or not length.isdigit() or int(length) > self.max_body:
+        size = int(length) if length is not None and length.isdigit() else None
+        if size is None or size > self.max_body:
             return None
         admission = self.admission
         if client is not None and admission.gate.holding(client):
@@ -185,7 +186,7 @@ class Shortcut:
             admission.admit(headers)
         except ServiceError:
             return None
-        return int(length) if admission.budget.take(int(length)) else None
+        return size if admission.budget.take(size) else None
 
     def release(self, reserved: int) -> None:
         """Give back what :meth:`takes` reserved, for a request that went another way."""
