@@ -12,41 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import by_length, workloads  # noqa: E402
+from serve_bench import by_length, raw_rate, workloads  # noqa: E402
 
 from rankrm.runtime import OnnxRewardModel  # noqa: E402
-
-
-def concurrent_rate(
-    model: OnnxRewardModel, encodings: list[object], size: int, workers: int, seconds: float
-) -> float:
-    """Texts/s of ``workers`` threads each running batches of ``size`` back to back."""
-    done = [0] * workers
-    stop = time.perf_counter() + seconds
-
-    def work(k: int) -> None:
-        i = k * size
-        while time.perf_counter() < stop:
-            batch = encodings[i : i + size] or encodings[:size]
-            model.run_encodings(batch)  # type: ignore[arg-type]
-            done[k] += len(batch)
-            i = (i + workers * size) % len(encodings)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -65,9 +39,7 @@ def main() -> None:
     for name in ("short", "long", "mixed"):
         encodings = by_length(model, texts[name])
         for workers in (1, args.workers):
-            rates = [
-                concurrent_rate(model, encodings, size, workers, args.seconds) for size in sizes
-            ]
+            rates = [raw_rate(model, encodings, size, args.seconds, workers) for size in sizes]
             cells = " | ".join(f"{rate:.0f}" for rate in rates)
             print(f"| {name} | {workers} | {cells} |", flush=True)
 
