@@ -150,11 +150,13 @@ def run_annotators(store: Store, people: int, seed: int = 0) -> Counter[tuple[st
 
     A skip hands the task's place back to the others, so an annotator told "nothing left"
     asks again while anyone still works (as people coming back to the app would); they stop
-    when all of them are told so."""
+    when all of them are told so and no skip or ranking landed since they last asked (one
+    that asked just before another's skip landed must ask again)."""
     done: Counter[tuple[str, str]] = Counter()
     lock = threading.Lock()
     errors: list[BaseException] = []
     working = [people]  # annotators whose last answer from the store was a task
+    changes = [0]  # skips and rankings landed so far
 
     def work(name: str) -> None:
         try:
@@ -162,24 +164,29 @@ def run_annotators(store: Store, people: int, seed: int = 0) -> Counter[tuple[st
             count = 0
             waiting = False
             while True:
+                with lock:
+                    seen = changes[0]
                 shown = store.next(me)
                 with lock:
                     if (shown is None) != waiting:
                         waiting = shown is None
                         working[0] += -1 if waiting else 1
-                    others = working[0]
+                    settled = not working[0] and changes[0] == seen
                 if shown is None:
-                    if not others:
+                    if settled:
                         return
                     time.sleep(0.01)
                     continue
                 count += 1
                 if count % 17 == 0:
                     store.skip(me, shown.assignment)
+                    with lock:
+                        changes[0] += 1
                     continue
                 store.submit(me, shown.assignment, [[r["index"]] for r in shown.responses])
                 with lock:
                     done[(shown.task_id, name)] += 1
+                    changes[0] += 1
         except BaseException as exc:
             errors.append(exc)
 
