@@ -158,7 +158,8 @@ def raw_limit(
     return best, rates[best]
 
 
-SIZES = (1, 8, 16, 32, 64)
+# 4: the best size for two single-thread callers on long texts (docs/benchmarks.md, ninth round)
+SIZES = (1, 4, 8, 16, 32, 64)
 
 
 def batch1_latency_ms(model: OnnxRewardModel, texts: list[str], n: int = 200) -> float:
