@@ -89,6 +89,18 @@ class Round:
         return self.service.texts_per_s / self.workers
 
 
+def best_to_best(rounds: list[Round], system: str) -> float:
+    """The service's best round against ``system``'s best (``raw`` or ``plain``).
+
+    One onnxruntime session on two threads waits for its slower thread at every parallel
+    step, so when another tenant slows one core it runs at about half speed (raw onnxruntime
+    measured 58-61 texts/s in some rounds and 106-115 in others of one run, while the
+    workers alone, two independent callers, held 112-122): a ratio within such a round
+    flatters the service. Each system at its best round of the run does not."""
+    best = max(r.raw if system == "raw" else r.plain.texts_per_s for r in rounds)
+    return max(r.service.texts_per_s for r in rounds) / best
+
+
 def workloads(model: OnnxRewardModel, seed: int = 0) -> dict[str, list[str]]:
     """Texts of about 32 tokens, about 128 tokens, and a mix of lengths."""
     rng = random.Random(seed)
@@ -426,18 +438,25 @@ def medians(rounds: dict[str, list[Round]], system: str) -> dict[str, float]:
 
 def goals_table(rounds: dict[str, list[Round]], idle_gap: float) -> list[str]:
     """The throughput issue's goals against this run, per workload: each round's ratio is
-    taken within the round; a goal is met where the median of the rounds meets it."""
+    taken within the round; a goal is met where the median of the rounds meets it and so
+    does the service's best round against the other system's best (:func:`best_to_best`)."""
 
-    def verdict(values: list[float], goal: float, suffix: str = "") -> str:
+    def verdict(values: list[float], best: float, goal: float, suffix: str = "") -> str:
         mid = statistics.median(values)
         hits = sum(value >= goal for value in values)
-        judged = "met" if mid >= goal else "not met"
-        return f"{mid:.2f}{suffix} ({judged}; {hits} of {len(values)} rounds)"
+        judged = "met" if min(mid, best) >= goal else "not met"
+        return (f"{mid:.2f}{suffix} ({judged}; {hits} of {len(values)} rounds; best against "
+                f"best {best:.2f}{suffix})")  # fmt: skip
 
     names = list(rounds)
     rows = [f"| goal | {' | '.join(names)} |", "| --- |" + " --- |" * len(names)]
-    to_raw = [verdict([r.to_raw for r in rounds[n]], 1.0) for n in names]
-    to_plain = [verdict([r.to_plain for r in rounds[n]], 1.25, "x") for n in names]
+    to_raw = [
+        verdict([r.to_raw for r in rounds[n]], best_to_best(rounds[n], "raw"), 1.0) for n in names
+    ]
+    to_plain = [
+        verdict([r.to_plain for r in rounds[n]], best_to_best(rounds[n], "plain"), 1.25, "x")
+        for n in names
+    ]
     rows.append(f"| service >= 1.0 x raw onnxruntime, {ONE_TEXT} | " + " | ".join(to_raw) + " |")
     rows.append(f"| service >= 1.25 x plain FastAPI + onnxruntime, {ONE_TEXT} | "
                 + " | ".join(to_plain) + " |")  # fmt: skip
@@ -627,7 +646,9 @@ def main() -> None:
             f"- {name}: service/raw {spread([r.to_raw for r in rs])}, service/plain "
             f"{spread([r.to_plain for r in rs], 'x')}, raw/plain "
             f"{spread([r.raw / r.plain.texts_per_s for r in rs], 'x')}, service/workers "
-            f"alone {spread([r.to_workers for r in rs])}; raw onnxruntime "
+            f"alone {spread([r.to_workers for r in rs])}, best round against best: "
+            f"service/raw {best_to_best(rs, 'raw'):.2f}, service/plain "
+            f"{best_to_best(rs, 'plain'):.2f}x; raw onnxruntime "
             f"{', '.join(f'{r.raw:.0f}' for r in rs)} texts/s over the rounds "
             f"({first[name]['raw']:.0f} first)"
         )
