@@ -33,22 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from packed_rows import prune  # noqa: E402
 from serve_bench import workloads  # noqa: E402
 
+from rankrm.encoding import pad_batch  # noqa: E402
 from rankrm.runtime import OnnxRewardModel, make_session  # noqa: E402
-from training.quantize import MS_DOMAIN, replace_nodes  # noqa: E402
+from training.quantize import MS_DOMAIN  # noqa: E402
 
 SHAPES = [(1, 3), (1, 10), (1, 20), (1, 40), (2, 20), (4, 20), (8, 20), (16, 20), (4, 128)]
-
-
-def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
-    """``nodes`` without those whose outputs nothing reads."""
-    while True:
-        read = {name for node in nodes for name in node.input} | outputs
-        kept = [node for node in nodes if any(out in read for out in node.output)]
-        if len(kept) == len(nodes):
-            return kept
-        nodes = kept
 
 
 def nbits(model: onnx.ModelProto, block: int = 128) -> onnx.ModelProto:
@@ -82,7 +74,9 @@ def nbits(model: onnx.ModelProto, block: int = 128) -> onnx.ModelProto:
                 domain=MS_DOMAIN, K=k, N=n, bits=8, block_size=block, accuracy_level=4,
             )
         )  # fmt: skip
-    replace_nodes(graph, _live(nodes, {o.name for o in graph.output}))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    prune(graph)
     return model
 
 
@@ -116,41 +110,14 @@ def blocked(model: onnx.ModelProto) -> onnx.ModelProto:
             )  # fmt: skip
         nodes.append(node)
     graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "rw_last"))
-    replace_nodes(graph, _live(_in_order(shared + nodes), {o.name for o in graph.output}))
+    del graph.node[:]
+    graph.node.extend(shared + nodes)
+    prune(graph)  # also puts the shared zero point after the scale it reads
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx"):
             opset.version = 21
     model.ir_version = max(model.ir_version, 10)
     return model
-
-
-def _in_order(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """``nodes`` sorted so that each comes after the nodes it reads from."""
-    made = {out: i for i, node in enumerate(nodes) for out in node.output}
-    done: set[int] = set()
-    ordered = []
-
-    def visit(i: int) -> None:
-        if i in done:
-            return
-        done.add(i)
-        for name in nodes[i].input:
-            if name in made:
-                visit(made[name])
-        ordered.append(nodes[i])
-
-    for i in range(len(nodes)):
-        visit(i)
-    return ordered
-
-
-def feed(encodings: list, names: list[str]) -> dict[str, np.ndarray]:
-    width = max(len(e.ids) for e in encodings)
-    ids, types, mask = (np.zeros((len(encodings), width), np.int64) for _ in range(3))
-    for i, e in enumerate(encodings):
-        ids[i, : len(e.ids)], types[i, : len(e.ids)], mask[i, : len(e.ids)] = e.ids, e.type_ids, 1
-    values = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-    return {name: values[name] for name in names}
 
 
 def main() -> None:
@@ -169,7 +136,8 @@ def main() -> None:
     names = [i.name for i in sessions["export"].get_inputs()]
 
     def rewards(name: str, batch: list) -> np.ndarray:
-        out = np.asarray(sessions[name].run(None, feed(batch, names))[0])
+        padded = pad_batch(batch, model.pad_token_id)
+        out = np.asarray(sessions[name].run(None, {n: getattr(padded, n) for n in names})[0])
         return out.reshape(len(batch), -1)[:, 0]
 
     alone = {name: np.concatenate([rewards(name, [t]) for t in texts]) for name in sessions}

@@ -116,11 +116,11 @@ def packable(path: Path) -> onnx.ModelProto:
     ]
     graph.node.remove(pooler)
     graph.node.extend(mask_nodes + pool_nodes)
-    _prune(graph)
+    prune(graph)
     return model
 
 
-def _prune(graph: onnx.GraphProto) -> None:
+def prune(graph: onnx.GraphProto) -> None:
     """Drop nodes whose outputs nothing reads (the old position and mask subgraphs), and
     the initializers only they read; sort the rest so each node follows its inputs."""
     needed = {o.name for o in graph.output}
