@@ -50,27 +50,56 @@ CLIENTS = 64
 
 
 def serve_with_probe(log_path: str, serve_args: list[str]) -> None:
-    """``rankrm serve`` with each model call written to ``log_path`` as a JSON line: wall
-    time at its start, seconds, the thread, the texts' lengths, whether it was lone."""
+    """``rankrm serve`` with each model call noted in memory (wall time at its start,
+    seconds, the thread, the texts' lengths, whether it was lone), the notes written to
+    ``log_path`` as JSON whenever the bench asks (it writes to the FIFO ``log_path.ask``).
+    In memory: a write a call would hand the GIL to the event loop and wait to get it
+    back, outside the call, a cost of the probe's own in what it measures."""
     import app.engine
 
     run = app.engine.OnnxEngine.run
-    out = open(log_path, "a", buffering=1)  # noqa: SIM115 (open for the process's life)
+    notes: list[list[Any]] = []
 
-    def logged(self: app.engine.OnnxEngine, encodings: Any, *, lone: bool = False) -> Any:
+    def noted(self: app.engine.OnnxEngine, encodings: Any, *, lone: bool = False) -> Any:
         started, tick = time.time(), time.perf_counter()
         rewards = run(self, encodings, lone=lone)
         seconds = time.perf_counter() - tick
-        lengths = [len(e.ids) for e in encodings]
-        line = [started, seconds, threading.get_ident(), lengths, lone]
-        out.write(json.dumps(line) + "\n")
+        notes.append(
+            [started, seconds, threading.get_ident(), [len(e.ids) for e in encodings], lone]
+        )
         return rewards
 
-    app.engine.OnnxEngine.run = logged  # type: ignore[method-assign]
+    def dump() -> None:
+        Path(log_path + ".part").write_text(json.dumps(notes))
+        os.replace(log_path + ".part", log_path)
+
+    app.engine.OnnxEngine.run = noted  # type: ignore[method-assign]
+
+    def answer_asks() -> None:  # blocks in open() until the bench asks, without the GIL
+        while True:
+            with open(log_path + ".ask") as asked:
+                asked.read()
+            dump()
+
+    threading.Thread(target=answer_asks, daemon=True).start()
     from rankrm.cli import main
 
     sys.argv = ["rankrm", "serve", *serve_args]
     main()
+
+
+def probe_notes(log_path: Path) -> list[list[Any]]:
+    """The calls the probe has noted so far."""
+    log_path.unlink(missing_ok=True)
+    with open(str(log_path) + ".ask", "w") as ask:
+        ask.write("notes, please")
+    deadline = time.monotonic() + 30
+    while not log_path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the probe did not write its notes")
+        time.sleep(0.05)
+    notes: list[list[Any]] = json.loads(log_path.read_text())
+    return notes
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -113,8 +142,7 @@ def run_service(url: str, pid: int, log_path: Path, bodies: str, seconds: int) -
     stats = json.loads(out.strip().splitlines()[-1])
     if stats["errors"] or stats["non_2xx"]:
         raise RuntimeError(f"wrk saw errors: {stats}")
-    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
-    calls = [c for c in lines if began <= c[0] and c[0] + c[1] <= began + elapsed]
+    calls = [c for c in probe_notes(log_path) if began <= c[0] <= c[0] + c[1] <= began + elapsed]
     used = sorted(((after[t] - before.get(t, 0.0)) / elapsed for t in after), reverse=True)
     return ServiceRun(
         stats["requests"] / (stats["duration_us"] / 1e6),
@@ -175,7 +203,8 @@ def main() -> None:
     model.first_batch()
     texts = workloads(model)
     with tempfile.TemporaryDirectory() as tmp:
-        log_path = Path(tmp) / "calls.jsonl"
+        log_path = Path(tmp) / "calls.json"
+        os.mkfifo(str(log_path) + ".ask")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         command = [sys.executable, __file__, PROBE, str(log_path), "--model-dir",
