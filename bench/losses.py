@@ -116,8 +116,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
 @dataclass
 class ServiceRun:
     texts_per_s: float
-    seconds: float
-    calls: list[list[Any]]  # the probe's lines within the run
+    calls: list[list[Any]]  # the probe's notes of the calls within the run
     cpu: list[float]  # cores used by each busy thread of the service, most first
     wrk_cpu: float  # cores used by wrk
 
@@ -146,7 +145,6 @@ def run_service(url: str, pid: int, log_path: Path, bodies: str, seconds: int) -
     used = sorted(((after[t] - before.get(t, 0.0)) / elapsed for t in after), reverse=True)
     return ServiceRun(
         stats["requests"] / (stats["duration_us"] / 1e6),
-        elapsed,
         calls,
         [round(c, 2) for c in used if c >= 0.01],
         (usage.ru_utime + usage.ru_stime) / elapsed,
