@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ab import split_variant  # noqa: E402
-from serve_bench import free_port, start, workloads, wrk_load  # noqa: E402
+from serve_bench import free_port, start, workloads, wrk_command, wrk_load  # noqa: E402
 
 from rankrm.runtime import OnnxRewardModel  # noqa: E402
 
@@ -74,8 +74,7 @@ def idle_ticks() -> tuple[int, int]:
 
 def split(pid: int, url: str, bodies: Path, clients: int, seconds: float) -> dict[str, float]:
     """Load ``url`` with wrk for ``seconds`` and say where the cores went meanwhile."""
-    command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
-               "-s", str(ROOT / "bench" / "post_bodies.lua"), url, "--", str(bodies)]  # fmt: skip
+    command = wrk_command(url, str(bodies), clients, seconds)
     before, idle_before, started = schedstat(pid), idle_ticks(), time.monotonic()
     wrk = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     # wrk's own ticks are read just before it exits: poll until its time is nearly up

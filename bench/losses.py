@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import by_length, free_port, passes_rate, raw_rate, start, workloads  # noqa: E402
+from cpu_split import schedstat  # noqa: E402
+from serve_bench import (  # noqa: E402
+    by_length,
+    free_port,
+    passes_rate,
+    raw_rate,
+    start,
+    workloads,
+    write_bodies,
+    wrk_command,
+)
 
 from rankrm.runtime import OnnxRewardModel  # noqa: E402
 
@@ -102,17 +111,6 @@ def probe_notes(log_path: Path) -> list[list[Any]]:
     return notes
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of ``pid``, by thread id."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        out[tid] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 @dataclass
 class ServiceRun:
     texts_per_s: float
@@ -123,26 +121,25 @@ class ServiceRun:
 
 def run_service(url: str, pid: int, log_path: Path, bodies: str, seconds: int) -> ServiceRun:
     """wrk on the service for ``seconds`` (after a one-second warm-up), with what it cost."""
-    script = str(ROOT / "bench" / "post_bodies.lua")
 
     def wrk(duration: int) -> subprocess.Popen[str]:
-        command = ["wrk", "-t1", f"-c{CLIENTS}", f"-d{duration}s", "--timeout", "60s",
-                   "-s", script, url, "--", bodies]  # fmt: skip
+        command = wrk_command(url, bodies, CLIENTS, duration)
         return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
     wrk(1).wait()
-    before, began = thread_cpu(pid), time.time()
+    before, began = schedstat(pid), time.time()
     load = wrk(seconds)
     assert load.stdout is not None
     out = load.stdout.read()
     _, _, usage = os.wait4(load.pid, 0)
     elapsed = time.time() - began
-    after = thread_cpu(pid)
+    after = schedstat(pid)
     stats = json.loads(out.strip().splitlines()[-1])
     if stats["errors"] or stats["non_2xx"]:
         raise RuntimeError(f"wrk saw errors: {stats}")
     calls = [c for c in probe_notes(log_path) if began <= c[0] <= c[0] + c[1] <= began + elapsed]
-    used = sorted(((after[t] - before.get(t, 0.0)) / elapsed for t in after), reverse=True)
+    ran = [after[t][0] - before[t][0] for t in after if t in before]  # ns on a core
+    used = sorted((ns / 1e9 / elapsed for ns in ran), reverse=True)
     return ServiceRun(
         stats["requests"] / (stats["duration_us"] / 1e6),
         calls,
@@ -229,10 +226,8 @@ def measure(
 ) -> list[dict[str, Any]]:
     """``args.rounds`` rounds of the service, its calls replayed, and the ceiling."""
     bodies = str(Path(tmp) / f"{name}.jsonl")
-    rng = random.Random(0)
     with open(bodies, "w") as handle:
-        for _ in range(2000):
-            handle.write(json.dumps({"texts": rng.sample(texts, 1)}) + "\n")
+        write_bodies(handle, texts, 1)
     encodings = model.encode([None] * len(texts), texts)
     ordered = by_length(model, texts)
     rows = []

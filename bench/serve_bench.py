@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import numpy as np
@@ -225,17 +225,28 @@ async def load(
     return done / (time.perf_counter() - start), latencies
 
 
+def write_bodies(handle: TextIO, texts: list[str], per_request: int) -> None:
+    """2,000 request bodies of ``per_request`` texts drawn from ``texts`` (seeded), a JSON
+    line each: what ``post_bodies.lua`` sends, in turn."""
+    rng = random.Random(0)
+    for _ in range(2000):
+        handle.write(json.dumps({"texts": rng.sample(texts, per_request)}) + "\n")
+
+
+def wrk_command(url: str, bodies: str, concurrency: int, seconds: float) -> list[str]:
+    """wrk on one thread, ``concurrency`` connections, posting the lines of ``bodies``."""
+    script = str(ROOT / "bench" / "post_bodies.lua")
+    return ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
+            "-s", script, url, "--", bodies]  # fmt: skip
+
+
 def wrk_load(
     url: str, texts: list[str], per_request: int, concurrency: int, seconds: float
 ) -> Result:
     """The same load from wrk (C, one thread): far less client CPU than Python on 2 cores."""
-    rng = random.Random(0)
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
-        for _ in range(2000):
-            handle.write(json.dumps({"texts": rng.sample(texts, per_request)}) + "\n")
-    script = str(ROOT / "bench" / "post_bodies.lua")
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
-               "-s", script, url, "--", handle.name]  # fmt: skip
+        write_bodies(handle, texts, per_request)
+    command = wrk_command(url, handle.name, concurrency, seconds)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     stats = json.loads(out.strip().splitlines()[-1])
     Path(handle.name).unlink()
